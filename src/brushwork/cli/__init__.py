@@ -1,0 +1,1 @@
+"""cli floor; see docs/architecture.md."""

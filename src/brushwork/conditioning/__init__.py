@@ -1,0 +1,1 @@
+"""conditioning floor; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""core floor; see docs/architecture.md."""

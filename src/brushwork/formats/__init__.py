@@ -1,0 +1,1 @@
+"""formats floor; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""generation floor; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""jobs floor; see docs/architecture.md."""

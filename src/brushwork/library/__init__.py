@@ -1,0 +1,1 @@
+"""library floor; see docs/architecture.md."""

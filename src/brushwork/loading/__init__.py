@@ -1,0 +1,1 @@
+"""loading floor; see docs/architecture.md."""

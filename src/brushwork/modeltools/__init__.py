@@ -1,0 +1,1 @@
+"""modeltools floor; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""patching floor; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""prompt floor; see docs/architecture.md."""

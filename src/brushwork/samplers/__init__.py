@@ -1,0 +1,1 @@
+"""samplers floor; see docs/architecture.md."""

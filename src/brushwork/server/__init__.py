@@ -1,0 +1,1 @@
+"""server floor; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""training floor; see docs/architecture.md."""

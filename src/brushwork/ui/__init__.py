@@ -1,0 +1,1 @@
+"""ui floor; see docs/architecture.md."""
