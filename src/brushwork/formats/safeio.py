@@ -20,6 +20,7 @@ import pickle
 import pickletools
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,6 +141,12 @@ def _classify_head(path: Path | None, head: bytes, size: int) -> FileFormat:
         )
     if text_start.startswith((b"{", b"[")) and size < 10_000_000:
         raise NotAModelError(path, "is a JSON text file, not a model")
+    if (
+        len(head) >= 9
+        and head[8:9] == b"{"
+        and 2 <= struct.unpack("<Q", head[:8])[0] <= MAX_HEADER_BYTES
+    ):
+        return FileFormat.SAFETENSORS  # checked first: a 128-byte header starts with byte 0x80
     if head.startswith(b"PK\x03\x04"):
         return FileFormat.PICKLE
     if head.startswith(b"\x80"):
@@ -284,6 +291,52 @@ def read_safetensors(path: Path | str) -> ModelFile:
     return ModelFile(path, FileFormat.SAFETENSORS, tensors, header.metadata)
 
 
+_ST_TORCH_DTYPES = {
+    "BOOL": torch.bool,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
+
+
+def read_selected_tensors(
+    path: Path | str, names: list[str], header: SafetensorsHeader | None = None
+) -> dict[str, torch.Tensor]:
+    """Read only the named tensors of a safetensors file (e.g. a LoRA's `.alpha` scalars).
+
+    Each tensor is read from its byte range with plain file reads (no mmap); `header` may be
+    passed when the caller already validated it with `read_header`.
+    """
+    path = Path(path)
+    header = header or read_header(path)
+    out: dict[str, torch.Tensor] = {}
+    with path.open("rb") as handle:
+        for name in names:
+            info = header.tensors[name]
+            dtype = _ST_TORCH_DTYPES.get(info.dtype)
+            if dtype is None:
+                raise CorruptModelError(
+                    path, f"tensor {name!r} has dtype {info.dtype}, not readable here"
+                )
+            handle.seek(header.data_start + info.offsets[0])
+            raw = handle.read(info.offsets[1] - info.offsets[0])
+            if len(raw) != info.offsets[1] - info.offsets[0]:
+                raise CorruptModelError(path, f"is truncated inside tensor {name!r}")
+            flat = (
+                torch.frombuffer(bytearray(raw), dtype=dtype)
+                if raw
+                else torch.empty(0, dtype=dtype)
+            )
+            out[name] = flat.reshape(info.shape)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # pickles
 
@@ -377,23 +430,45 @@ def load_pickle_bytes(data: bytes, path: Path | None = None) -> Any:
     stream = _check_zip(path or Path("<bytes>"), data) if is_zip else data
     imports = pickle_imports(stream)
     try:
-        with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS + _extra_numpy_globals()):
+        with (
+            torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS + _extra_numpy_globals()),
+            warnings.catch_warnings(),
+        ):
+            # hand-made pickles use newer protocols; whether they load is decided below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle_errors() as exc:
-        message = str(exc)
-        if "weights_only" in message.lower() or "global" in message.lower():
-            unsafe = _unsafe_imports(imports)
-            named = ", ".join(unsafe) if unsafe else "code outside the allowed tensor types"
+        reason = _weights_only_reason(str(exc))
+        refused = _REFUSED_GLOBAL.findall(reason)
+        unsafe = list(dict.fromkeys(refused + _risky_imports(imports)))
+        if unsafe or _REFUSED_OBJECT.search(reason):
+            named = ", ".join(unsafe) if unsafe else "objects other than tensors"
             raise UnsafeModelError(
                 path, f"is a pickle that tries to import {named}", imports=tuple(unsafe)
             ) from None
-        raise CorruptModelError(
-            path, f"is a damaged PyTorch pickle: {_first_line(message)}"
-        ) from None
+        raise CorruptModelError(path, f"is a damaged PyTorch pickle: {reason}") from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise CorruptModelError(
             path, f"is a damaged or truncated PyTorch pickle: {_first_line(str(exc))}"
         ) from None
+
+
+# torch's weights-only unpickler names a refused import as "GLOBAL module.name"
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+?)(?= whose| was|\s|$)")
+_REFUSED_OBJECT = re.compile(r"Can only (create new object|build)")
+_TORCH_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation")
+
+
+def _weights_only_reason(message: str) -> str:
+    """The part of torch's weights-only error that says what went wrong (not the advice)."""
+    if "WeightsUnpickler error:" in message:
+        after = message.split("WeightsUnpickler error:", 1)[1].strip()
+        return _first_line(after)
+    for line in message.strip().splitlines():
+        text = line.strip()
+        if text and not text.lower().startswith(_TORCH_BOILERPLATE):
+            return text
+    return _first_line(message)
 
 
 def pickle_errors() -> tuple[type[BaseException], ...]:
@@ -407,9 +482,10 @@ def _first_line(message: str) -> str:
 _BENIGN_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.", "builtins.set")
 
 
-def _unsafe_imports(imports: list[str]) -> list[str]:
-    risky = [name for name in imports if not name.startswith(_BENIGN_PREFIXES)]
-    return risky or imports
+def _risky_imports(imports: list[str]) -> list[str]:
+    """The imports of a pickle stream outside what tensor files use (informational)."""
+    allowed = {"pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"}
+    return [n for n in imports if not n.startswith(_BENIGN_PREFIXES) and n not in allowed]
 
 
 def flatten_tensors(obj: Any, path: Path | None = None) -> dict[str, torch.Tensor]:

@@ -12,15 +12,20 @@ all CLIP text encoders have 64-channel heads.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from brushwork.core.arch import skeleton_config, tokenizer_dir
+from brushwork.core.arch import skeleton_config, skeleton_dir, tokenizer_dir
 from brushwork.core.kinds import BaseFamily
+from brushwork.formats.architecture import ModelArchitecture, architecture_from_configs
+from brushwork.formats.checkpoint import Checkpoint, components_to_checkpoint, write_checkpoint
+from brushwork.formats.vae import write_vae
 
 _TINY_TE = {
     "vocab_size": 49408,
@@ -183,3 +188,96 @@ def build_components(
 def tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     """The shipped CLIP BPE tokenizer (49,408 entries), offline."""
     return CLIPTokenizer.from_pretrained(str(tokenizer_dir()), model_max_length=model_max_length)
+
+
+# ---------------------------------------------------------------------------------------------
+# files and config folders for format tests (added with formats/checkpoint.py and formats/vae.py)
+
+
+def build_meta_components(family: BaseFamily | str = BaseFamily.SD1) -> Components:
+    """Full-size (skeleton) modules on the `meta` device: every key and shape, no memory, no init."""
+    family = BaseFamily(family)
+    configs = component_configs(family, "full")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(configs["unet"])
+        vae = AutoencoderKL.from_config(configs["vae"])
+        encoders: dict[str, Any] = {"text_encoder": build_text_encoder(configs["text_encoder"])}
+        if "text_encoder_2" in configs:
+            encoders["text_encoder_2"] = build_text_encoder(
+                configs["text_encoder_2"], with_projection=True
+            )
+    return Components(family, unet, vae, encoders, configs)
+
+
+def components_architecture(
+    components: Components, *, prediction_type: str = "epsilon"
+) -> ModelArchitecture:
+    """The `formats.architecture.ModelArchitecture` of built components."""
+    return architecture_from_configs(
+        components.family,
+        components.unet.config,
+        components.vae.config,
+        {name: encoder.config for name, encoder in components.text_encoders.items()},
+        prediction_type=prediction_type,
+    )
+
+
+def components_checkpoint(
+    components: Components, *, prediction_type: str = "epsilon"
+) -> Checkpoint:
+    """The components as a `formats.checkpoint.Checkpoint` (weights shared, not copied)."""
+    sds = components.state_dicts()
+    return components_to_checkpoint(
+        sds["unet"],
+        sds["vae"],
+        {name: sds[name] for name in components.text_encoders},
+        components_architecture(components, prediction_type=prediction_type),
+    )
+
+
+def write_checkpoint_file(
+    components: Components,
+    path: Path | str,
+    *,
+    prediction_type: str = "epsilon",
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write the components as an A1111/LDM single-file checkpoint (format from the suffix)."""
+    path = Path(path)
+    checkpoint = components_checkpoint(components, prediction_type=prediction_type)
+    write_checkpoint(path, checkpoint, dtype=dtype, overwrite=True)
+    return path
+
+
+def write_vae_file(
+    components: Components, path: Path | str, *, dtype: torch.dtype | None = None
+) -> Path:
+    """Write the components' VAE as an A1111 standalone VAE file (format from the suffix)."""
+    path = Path(path)
+    write_vae(
+        path, components.vae.state_dict(), dict(components.vae.config), dtype=dtype, overwrite=True
+    )
+    return path
+
+
+def diffusers_config_folder(
+    components: Components, dest: Path | str, *, prediction_type: str = "epsilon"
+) -> Path:
+    """A diffusers-layout folder of configs + tokenizer(s), no weights, for
+    `from_single_file(path, config=dest)` of a file written from these components."""
+    dest = Path(dest)
+    skeleton = _SKELETON[components.family]
+    index = json.loads((skeleton_dir(skeleton) / "model_index.json").read_text(encoding="utf-8"))
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    components.unet.save_config(dest / "unet")
+    components.vae.save_config(dest / "vae")
+    scheduler = skeleton_config(skeleton, "scheduler") | {"prediction_type": prediction_type}
+    (dest / "scheduler").mkdir(exist_ok=True)
+    (dest / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(scheduler), encoding="utf-8"
+    )
+    for name, encoder in components.text_encoders.items():
+        encoder.config.save_pretrained(dest / name)
+        tokenizer().save_pretrained(dest / name.replace("text_encoder", "tokenizer"))
+    return dest
