@@ -1,0 +1,32 @@
+"""The `brushwork` command line: one typer app; each command lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from brushwork.cli import inspect_cmd
+from brushwork.cli.dev_cmd import dev_app
+from brushwork.cli.models_cmd import models_app
+
+app = typer.Typer(
+    name="brushwork",
+    help="A workshop for Stable Diffusion models: checkpoints, VAEs, LoRA, embeddings, hypernetworks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """A workshop for Stable Diffusion models (A1111, kohya-ss and diffusers compatible)."""
+
+
+app.command("inspect")(inspect_cmd.inspect)
+app.add_typer(models_app, name="models")
+app.add_typer(dev_app, name="dev")
+
+
+def run() -> None:
+    """Console-script entry point (`brushwork = brushwork.cli.main:run`)."""
+    app()
