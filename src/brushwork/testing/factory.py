@@ -131,7 +131,9 @@ def component_configs(family: BaseFamily | str, size: str = "tiny") -> dict[str,
     family = BaseFamily(family)
     if size == "full":
         skeleton = _SKELETON[family]
-        names = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if family is BaseFamily.SDXL else [])
+        names = ["unet", "vae", "text_encoder"] + (
+            ["text_encoder_2"] if family is BaseFamily.SDXL else []
+        )
         return {name: skeleton_config(skeleton, name) for name in names}
     if size != "tiny":
         raise ValueError(f"size must be 'tiny' or 'full', not {size!r}")
@@ -175,7 +177,9 @@ def build_components(
     vae = AutoencoderKL.from_config(configs["vae"]).eval()
     encoders: dict[str, Any] = {"text_encoder": build_text_encoder(configs["text_encoder"])}
     if "text_encoder_2" in configs:
-        encoders["text_encoder_2"] = build_text_encoder(configs["text_encoder_2"], with_projection=True)
+        encoders["text_encoder_2"] = build_text_encoder(
+            configs["text_encoder_2"], with_projection=True
+        )
     if random_init:
         for offset, module in enumerate([unet, vae, *encoders.values()]):
             _seeded_init(module, seed * 101 + offset)
