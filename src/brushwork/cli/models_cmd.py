@@ -126,22 +126,33 @@ def _size(size: int | None) -> str:
 
 
 def _table(entries: Sequence[ModelEntry]) -> Table:
+    """One row per file; problems are only flagged here (`!`) and spelled out below the table."""
     table = Table(show_lines=False, pad_edge=False)
-    for column in ("name", "kind", "base", "format", "size", "hash", "path", "problems"):
-        table.add_column(column, overflow="fold")
+    table.add_column("", no_wrap=True)
+    table.add_column("name", overflow="fold", ratio=1)
+    for column in ("kind", "base", "size", "hash"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("path", overflow="fold", ratio=2)
     for entry in entries:
         kind = entry.kind_label
         table.add_row(
+            "[red]![/]" if entry.problems else "",
             escape(display_name(entry.name)),
             f"[red]{kind}[/]" if entry.kind is None else kind,
             str(entry.base or "-"),
-            str(entry.format or "-"),
             _size(entry.size),
             entry.short_hash or "-",
             escape(entry.display_path),
-            escape("; ".join(entry.problems)) if entry.problems else "",
         )
     return table
+
+
+def _problem_lines(entries: Sequence[ModelEntry]) -> list[str]:
+    return [
+        f"[red]![/] {escape(entry.display_path)}: {escape(problem)}"
+        for entry in entries
+        for problem in entry.problems
+    ]
 
 
 @models_app.command("list")
@@ -170,6 +181,8 @@ def list_models(
         console.print(f"no model files under {', '.join(str(r) for r in library.roots)}")
         return
     console.print(_table(entries))
+    for line in _problem_lines(entries):
+        console.print(line, soft_wrap=False)
     invalid = sum(1 for entry in entries if entry.kind is None)
     console.print(f"{len(entries)} files, {invalid} invalid")
 
