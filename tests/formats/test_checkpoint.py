@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from brushwork.core.errors import ConfigError, ModelFileError, WrongKindError
-from brushwork.core.kinds import FileFormat
+from brushwork.core.errors import (
+    ConfigError,
+    ModelFileError,
+    UnsupportedModelError,
+    WrongKindError,
+)
+from brushwork.core.kinds import BaseFamily, FileFormat, ModelKind
 from brushwork.formats.architecture import read_ldm_yaml, standard_architecture, write_ldm_yaml
 from brushwork.formats.checkpoint import (
     Checkpoint,
@@ -20,6 +25,7 @@ from brushwork.formats.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from brushwork.formats.detect import detect_file
 from brushwork.formats.safeio import read_pickle, write_pickle, write_safetensors
 from brushwork.testing.factory import (
     Components,
@@ -253,6 +259,23 @@ def test_wrong_kind_of_file_is_named(tensors, kind: str, tmp_path: Path) -> None
 
 # ---------------------------------------------------------------------------------------------
 # full-size key layout (meta device: shapes only, no memory)
+
+
+def test_sdxl_refiner_is_identified_but_refused_by_the_reader(tmp_path: Path) -> None:
+    path = tmp_path / "sd_xl_refiner_1.0.safetensors"
+    refiner = {  # the keys that tell a refiner: a UNet, a VAE and only the OpenCLIP-bigG tower
+        f"{UNET}input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3),
+        "first_stage_model.decoder.conv_out.weight": torch.zeros(3, 8, 3, 3),
+        "conditioner.embedders.0.model.ln_final.weight": torch.zeros(1280),
+    }
+    write_safetensors(path, refiner)
+
+    detection = detect_file(path)
+    assert (detection.kind, detection.base) == (ModelKind.CHECKPOINT, BaseFamily.SDXL)
+    assert any("SDXL refiner (not supported for generation)" in r for r in detection.reasons)
+    with pytest.raises(UnsupportedModelError, match=r"SDXL refiner \(not supported") as caught:
+        read_checkpoint(path)
+    assert caught.value.path == path
 
 
 @pytest.fixture(scope="module")

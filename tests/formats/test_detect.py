@@ -27,6 +27,7 @@ from brushwork.core.errors import ArchitectureError, NotAModelError
 from brushwork.core.kinds import BaseFamily, FileFormat, ModelKind
 from brushwork.formats import detect, safeio
 from brushwork.formats.detect import Detection, detect_file, detect_state_dict
+from brushwork.formats.lora import lora_from_state_dict
 
 Shapes = dict[str, tuple[int, ...]]
 SD1, SD2, SDXL = BaseFamily.SD1, BaseFamily.SD2, BaseFamily.SDXL
@@ -622,3 +623,41 @@ def test_pickle_of_a_bare_tensor_is_not_a_model(tmp_path: Path) -> None:
     safeio.write_pickle(path, torch.zeros(2, 768))
     with pytest.raises(NotAModelError, match="holds a Tensor, not a dictionary of tensors"):
         detect_file(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# detection and the LoRA reader agree
+
+_ATTN2_K = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
+_TE_Q = "encoder.layers.0.self_attn.q_proj"
+
+
+@pytest.mark.parametrize(
+    ("down", "up", "base"),
+    [
+        (f"unet.{_ATTN2_K}.lora_A.default.weight", f"unet.{_ATTN2_K}.lora_B.default.weight", SD1),
+        (f"unet.{_ATTN2_K}.lora_down.weight", f"unet.{_ATTN2_K}.lora_up.weight", SD1),
+        (
+            f"text_encoder.{_TE_Q}.lora_linear_layer.down.weight",
+            f"text_encoder.{_TE_Q}.lora_linear_layer.up.weight",
+            None,
+        ),
+        (
+            f"lora_te_text_model_{_TE_Q.replace('.', '_')}.lora_down.weight",
+            f"lora_te_text_model_{_TE_Q.replace('.', '_')}.lora_up.weight",
+            SD1,
+        ),
+    ],
+)
+def test_every_spelling_the_reader_reads_is_a_lora_of_the_same_family(
+    down: str, up: str, base: BaseFamily | None
+) -> None:
+    out_width = 320 if down.startswith("unet.") else 768
+    tensors = {down: torch.zeros(4, 768), up: torch.zeros(out_width, 4)}
+
+    detection = detect_state_dict({k: tuple(t.shape) for k, t in tensors.items()})
+    network = lora_from_state_dict(tensors)
+
+    assert (detection.kind, detection.base) == (LORA, base)
+    assert len(network.modules) == 1
+    assert network.family == base

@@ -22,7 +22,7 @@ Layouts (LDM side, prefixes stripped):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -36,7 +36,7 @@ EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
 
 Converted = tuple[dict[str, torch.Tensor], list[str]]
 
-_UNET_FIXED = MappingProxyType(
+UNET_TOP_MODULES = MappingProxyType(
     {
         "time_embedding.linear_1": "time_embed.0",
         "time_embedding.linear_2": "time_embed.2",
@@ -47,8 +47,8 @@ _UNET_FIXED = MappingProxyType(
         "add_embedding.linear_2": "label_emb.0.2",
     }
 )
-_UNET_FIXED_BACK = MappingProxyType({v: k for k, v in _UNET_FIXED.items()})
-_UNET_RESNET = MappingProxyType(
+_UNET_TOP_BACK = MappingProxyType({v: k for k, v in UNET_TOP_MODULES.items()})
+UNET_RESNET_MODULES = MappingProxyType(
     {
         "norm1": "in_layers.0",
         "conv1": "in_layers.2",
@@ -58,7 +58,7 @@ _UNET_RESNET = MappingProxyType(
         "conv_shortcut": "skip_connection",
     }
 )
-_UNET_RESNET_BACK = MappingProxyType({v: k for k, v in _UNET_RESNET.items()})
+_UNET_RESNET_BACK = MappingProxyType({v: k for k, v in UNET_RESNET_MODULES.items()})
 _VAE_ATTENTION = MappingProxyType(
     {
         "group_norm": "norm",
@@ -85,13 +85,6 @@ _MID = re.compile(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)")
 _L_IN = re.compile(r"input_blocks\.(\d+)\.(\d+)\.(.+)")
 _L_MID = re.compile(r"middle_block\.(\d+)\.(.+)")
 _L_OUT = re.compile(r"output_blocks\.(\d+)\.(\d+)\.(.+)")
-_V_MID_ATTN = re.compile(
-    r"mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0|query|key|value|proj_attn)\.(.+)"
-)
-_LV_BLOCK = re.compile(r"(down|up)\.(\d+)\.block\.(\d+)\.(.+)")
-_LV_SAMPLE = re.compile(r"(down|up)\.(\d+)\.(downsample|upsample)\.conv\.(.+)")
-_LV_MID = re.compile(r"mid\.block_(\d+)\.(.+)")
-_LV_MID_ATTN = re.compile(r"mid\.attn_1\.(norm|q|k|v|proj_out)\.(.+)")
 _RESBLOCK = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
 _CLIP_LAYER = re.compile(r"encoder\.layers\.(\d+)\.(.+)")
 
@@ -126,8 +119,41 @@ def _fixed(key: str, table: Mapping[str, str]) -> str | None:
     return None if new is None else f"{new}.{param}"
 
 
+def _convert(
+    state_dict: Mapping[str, torch.Tensor],
+    rename: Callable[[str], str | None],
+    reshape: Callable[[str, str, torch.Tensor], torch.Tensor] | None = None,
+) -> Converted:
+    """Every key renamed (`reshape(old, new, tensor)` may change the tensor); None is unknown."""
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, tensor in state_dict.items():
+        new = rename(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = tensor if reshape is None else reshape(key, new, tensor)
+    return out, unknown
+
+
 # ---------------------------------------------------------------------------------------------
 # UNet
+
+
+def _block_to_ldm(block: str, kind: str, rest: str, *, numbered: bool = True) -> str | None:
+    """A resnet (`<block>.0`) or attention (`<block>.1`) key of an LDM UNet block."""
+    if kind == "attentions":
+        return f"{block}.1.{rest}"
+    new = _rename_head(rest, UNET_RESNET_MODULES)
+    return None if new is None else f"{block}{'.0' if numbered else ''}.{new}"
+
+
+def _block_from_ldm(block: str, layer: int, slot: str, rest: str) -> str | None:
+    """The diffusers key of what sits in `slot` of an LDM block: 0 a resnet, 1 an attention."""
+    if slot == "1":
+        return f"{block}.attentions.{layer}.{rest}"
+    new = _rename_head(rest, _UNET_RESNET_BACK) if slot == "0" else None
+    return None if new is None else f"{block}.resnets.{layer}.{new}"
 
 
 def unet_key_to_ldm(key: str, layout: UnetLayout) -> str | None:
@@ -135,26 +161,17 @@ def unet_key_to_ldm(key: str, layout: UnetLayout) -> str | None:
     per = layout.layers_per_block + 1
     if match := _D_BLOCK.fullmatch(key):
         level, kind, layer, rest = match.groups()
-        index = 1 + int(level) * per + int(layer)
-        if kind == "attentions":
-            return f"input_blocks.{index}.1.{rest}"
-        new = _rename_head(rest, _UNET_RESNET)
-        return None if new is None else f"input_blocks.{index}.0.{new}"
+        return _block_to_ldm(f"input_blocks.{1 + int(level) * per + int(layer)}", kind, rest)
     if match := _D_SAMPLE.fullmatch(key):
         return f"input_blocks.{(int(match[1]) + 1) * per}.0.op.{match[2]}"
     if match := _MID.fullmatch(key):
         kind, number, rest = match.groups()
         if kind == "attentions":
             return f"middle_block.{2 * int(number) + 1}.{rest}"
-        new = _rename_head(rest, _UNET_RESNET)
-        return None if new is None else f"middle_block.{2 * int(number)}.{new}"
+        return _block_to_ldm(f"middle_block.{2 * int(number)}", kind, rest, numbered=False)
     if match := _U_BLOCK.fullmatch(key):
         level, kind, layer, rest = match.groups()
-        index = int(level) * per + int(layer)
-        if kind == "attentions":
-            return f"output_blocks.{index}.1.{rest}"
-        new = _rename_head(rest, _UNET_RESNET)
-        return None if new is None else f"output_blocks.{index}.0.{new}"
+        return _block_to_ldm(f"output_blocks.{int(level) * per + int(layer)}", kind, rest)
     if match := _U_SAMPLE.fullmatch(key):
         level = int(match[1])
         slot = (
@@ -163,7 +180,7 @@ def unet_key_to_ldm(key: str, layout: UnetLayout) -> str | None:
             else 1
         )
         return f"output_blocks.{level * per + per - 1}.{slot}.conv.{match[2]}"
-    return _fixed(key, _UNET_FIXED)
+    return _fixed(key, UNET_TOP_MODULES)
 
 
 def unet_key_from_ldm(key: str, layout: UnetLayout) -> str | None:
@@ -176,52 +193,27 @@ def unet_key_from_ldm(key: str, layout: UnetLayout) -> str | None:
             if slot == "0" and rest.startswith("op."):
                 return f"down_blocks.{level}.downsamplers.0.conv.{rest[3:]}"
             return None
-        if slot == "1":
-            return f"down_blocks.{level}.attentions.{layer}.{rest}"
-        new = _rename_head(rest, _UNET_RESNET_BACK) if slot == "0" else None
-        return None if new is None else f"down_blocks.{level}.resnets.{layer}.{new}"
+        return _block_from_ldm(f"down_blocks.{level}", layer, slot, rest)
     if match := _L_MID.fullmatch(key):
         number, rest = int(match[1]), match[2]
-        if number % 2:
-            return f"mid_block.attentions.{number // 2}.{rest}"
-        new = _rename_head(rest, _UNET_RESNET_BACK)
-        return None if new is None else f"mid_block.resnets.{number // 2}.{new}"
+        return _block_from_ldm("mid_block", number // 2, "1" if number % 2 else "0", rest)
     if match := _L_OUT.fullmatch(key):
         level, layer = divmod(int(match[1]), per)
         slot, rest = match[2], match[3]
         if slot in {"1", "2"} and rest.startswith("conv.") and layer == per - 1:
             return f"up_blocks.{level}.upsamplers.0.conv.{rest[5:]}"
-        if slot == "1":
-            return f"up_blocks.{level}.attentions.{layer}.{rest}"
-        new = _rename_head(rest, _UNET_RESNET_BACK) if slot == "0" else None
-        return None if new is None else f"up_blocks.{level}.resnets.{layer}.{new}"
-    return _fixed(key, _UNET_FIXED_BACK)
+        return _block_from_ldm(f"up_blocks.{level}", layer, slot, rest)
+    return _fixed(key, _UNET_TOP_BACK)
 
 
 def unet_to_ldm(state_dict: Mapping[str, torch.Tensor], layout: UnetLayout) -> Converted:
     """A diffusers UNet state dict in LDM layout (keys without prefix)."""
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        new = unet_key_to_ldm(key, layout)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = tensor
-    return out, unknown
+    return _convert(state_dict, lambda key: unet_key_to_ldm(key, layout))
 
 
 def unet_from_ldm(state_dict: Mapping[str, torch.Tensor], layout: UnetLayout) -> Converted:
     """An LDM UNet state dict (keys without prefix) in diffusers layout."""
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        new = unet_key_from_ldm(key, layout)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = tensor
-    return out, unknown
+    return _convert(state_dict, lambda key: unet_key_from_ldm(key, layout))
 
 
 def ema_key(ldm_unet_key: str) -> str:
@@ -233,74 +225,77 @@ def ema_key(ldm_unet_key: str) -> str:
 # VAE
 
 
-def _vae_resnet_to_ldm(rest: str) -> str:
-    return (
-        rest.replace("conv_shortcut.", "nin_shortcut.", 1)
-        if rest.startswith("conv_shortcut.")
-        else rest
-    )
+# VAE keys below `encoder.` / `decoder.`: (side, diffusers template, LDM template). Fields:
+# {t} any tail, {i} a layer, {n} a level, {u} a decoder level (LDM numbers them from the
+# bottom), {b} a mid-block resnet (LDM counts from 1), {r} a resnet's tail (LDM's shortcut is
+# `nin_shortcut`), {a} a mid-block attention module.
+_VAE_RULES: tuple[tuple[str | None, str, str], ...] = (
+    (None, "conv_in.{t}", "conv_in.{t}"),
+    (None, "conv_out.{t}", "conv_out.{t}"),
+    (None, "conv_norm_out.{t}", "norm_out.{t}"),
+    (None, "mid_block.attentions.0.{a}.{t}", "mid.attn_1.{a}.{t}"),
+    (None, "mid_block.resnets.{b}.{r}", "mid.block_{b}.{r}"),
+    ("encoder", "down_blocks.{n}.resnets.{i}.{r}", "down.{n}.block.{i}.{r}"),
+    ("encoder", "down_blocks.{n}.downsamplers.0.conv.{t}", "down.{n}.downsample.conv.{t}"),
+    ("decoder", "up_blocks.{u}.resnets.{i}.{r}", "up.{u}.block.{i}.{r}"),
+    ("decoder", "up_blocks.{u}.upsamplers.0.conv.{t}", "up.{u}.upsample.conv.{t}"),
+)
+_VAE_SHORTCUT = ("conv_shortcut.", "nin_shortcut.")  # (diffusers, LDM)
 
 
-def _vae_resnet_from_ldm(rest: str) -> str:
-    return (
-        rest.replace("nin_shortcut.", "conv_shortcut.", 1)
-        if rest.startswith("nin_shortcut.")
-        else rest
-    )
+def _vae_pattern(template: str, to_ldm: bool) -> str:
+    """A template (letters, digits, `_`, `.` and fields) as a regex with a group per field."""
+
+    def field(match: re.Match[str]) -> str:
+        name = match[1]
+        if name == "a":
+            modules = _VAE_ATTENTION if to_ldm else _VAE_ATTENTION_BACK
+            return f"(?P<a>{'|'.join(re.escape(module) for module in modules)})"
+        number = r"\d+" if name in "inub" else ".+"
+        return f"(?P<{name}>{number})"
+
+    return re.sub(r"\{(\w)\}", field, template.replace(".", r"\."))
+
+
+def _vae_field(name: str, value: str, to_ldm: bool, num_levels: int) -> str:
+    """One matched field in the other layout."""
+    if name == "u":
+        return str(num_levels - 1 - int(value))
+    if name == "b":
+        return str(int(value) + (1 if to_ldm else -1))
+    if name == "a":
+        return (_VAE_ATTENTION if to_ldm else _VAE_ATTENTION_BACK)[value]
+    if name == "r":
+        old, new = _VAE_SHORTCUT if to_ldm else reversed(_VAE_SHORTCUT)
+        return new + value[len(old) :] if value.startswith(old) else value
+    return value
+
+
+def _vae_key(key: str, num_levels: int, to_ldm: bool) -> str | None:
+    side, _, rest = key.partition(".")
+    if side in {"quant_conv", "post_quant_conv"}:
+        return key
+    if side not in {"encoder", "decoder"}:
+        return None
+    for rule_side, diffusers, ldm in _VAE_RULES:
+        if rule_side not in (None, side):
+            continue
+        source, target = (diffusers, ldm) if to_ldm else (ldm, diffusers)
+        match = re.fullmatch(_vae_pattern(source, to_ldm), rest)
+        if match:
+            fields = {k: _vae_field(k, v, to_ldm, num_levels) for k, v in match.groupdict().items()}
+            return f"{side}.{target.format(**fields)}"
+    return None
 
 
 def vae_key_to_ldm(key: str, num_levels: int) -> str | None:
     """diffusers VAE key -> LDM key (without `first_stage_model.`), or None if unknown."""
-    part, _, rest = key.partition(".")
-    if part in {"quant_conv", "post_quant_conv"}:
-        return key
-    if part not in {"encoder", "decoder"}:
-        return None
-    new: str | None = None
-    if rest.startswith(("conv_in.", "conv_out.")):
-        new = rest
-    elif rest.startswith("conv_norm_out."):
-        new = "norm_out." + rest[len("conv_norm_out.") :]
-    elif match := _V_MID_ATTN.fullmatch(rest):
-        new = f"mid.attn_1.{_VAE_ATTENTION[match[1]]}.{match[2]}"
-    elif (match := _MID.fullmatch(rest)) and match[1] == "resnets":
-        new = f"mid.block_{int(match[2]) + 1}.{_vae_resnet_to_ldm(match[3])}"
-    elif (match := _D_BLOCK.fullmatch(rest)) and part == "encoder" and match[2] == "resnets":
-        new = f"down.{match[1]}.block.{match[3]}.{_vae_resnet_to_ldm(match[4])}"
-    elif (match := _D_SAMPLE.fullmatch(rest)) and part == "encoder":
-        new = f"down.{match[1]}.downsample.conv.{match[2]}"
-    elif (match := _U_BLOCK.fullmatch(rest)) and part == "decoder" and match[2] == "resnets":
-        new = f"up.{num_levels - 1 - int(match[1])}.block.{match[3]}.{_vae_resnet_to_ldm(match[4])}"
-    elif (match := _U_SAMPLE.fullmatch(rest)) and part == "decoder":
-        new = f"up.{num_levels - 1 - int(match[1])}.upsample.conv.{match[2]}"
-    return None if new is None else f"{part}.{new}"
+    return _vae_key(key, num_levels, to_ldm=True)
 
 
 def vae_key_from_ldm(key: str, num_levels: int) -> str | None:
     """LDM VAE key (without prefix) -> diffusers key, or None if unknown."""
-    part, _, rest = key.partition(".")
-    if part in {"quant_conv", "post_quant_conv"}:
-        return key
-    if part not in {"encoder", "decoder"}:
-        return None
-    new: str | None = None
-    if rest.startswith(("conv_in.", "conv_out.")):
-        new = rest
-    elif rest.startswith("norm_out."):
-        new = "conv_norm_out." + rest[len("norm_out.") :]
-    elif match := _LV_MID_ATTN.fullmatch(rest):
-        new = f"mid_block.attentions.0.{_VAE_ATTENTION_BACK[match[1]]}.{match[2]}"
-    elif match := _LV_MID.fullmatch(rest):
-        new = f"mid_block.resnets.{int(match[1]) - 1}.{_vae_resnet_from_ldm(match[2])}"
-    elif (match := _LV_BLOCK.fullmatch(rest)) and (match[1] == "down") == (part == "encoder"):
-        side, level, layer, tail = match.groups()
-        index = int(level) if side == "down" else num_levels - 1 - int(level)
-        new = f"{side}_blocks.{index}.resnets.{layer}.{_vae_resnet_from_ldm(tail)}"
-    elif (match := _LV_SAMPLE.fullmatch(rest)) and (match[1] == "down") == (part == "encoder"):
-        side, level, _kind, tail = match.groups()
-        index = int(level) if side == "down" else num_levels - 1 - int(level)
-        new = f"{side}_blocks.{index}.{side}samplers.0.conv.{tail}"
-    return None if new is None else f"{part}.{new}"
+    return _vae_key(key, num_levels, to_ldm=False)
 
 
 def _is_vae_attention_weight(ldm_key: str) -> bool:
@@ -311,32 +306,26 @@ def _is_vae_attention_weight(ldm_key: str) -> bool:
 
 def vae_to_ldm(state_dict: Mapping[str, torch.Tensor], num_levels: int) -> Converted:
     """A diffusers VAE state dict in LDM layout; mid-attention linear weights become 1x1 convs."""
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        new = vae_key_to_ldm(key, num_levels)
-        if new is None:
-            unknown.append(key)
-            continue
-        if _is_vae_attention_weight(new) and tensor.ndim == 2:
-            tensor = tensor[:, :, None, None]
-        out[new] = tensor
-    return out, unknown
+
+    def as_conv(key: str, new: str, tensor: torch.Tensor) -> torch.Tensor:
+        return (
+            tensor[:, :, None, None]
+            if _is_vae_attention_weight(new) and tensor.ndim == 2
+            else tensor
+        )
+
+    return _convert(state_dict, lambda key: vae_key_to_ldm(key, num_levels), as_conv)
 
 
 def vae_from_ldm(state_dict: Mapping[str, torch.Tensor], num_levels: int) -> Converted:
     """An LDM VAE state dict in diffusers layout; 1x1-conv attention weights become linear."""
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        new = vae_key_from_ldm(key, num_levels)
-        if new is None:
-            unknown.append(key)
-            continue
+
+    def as_linear(key: str, new: str, tensor: torch.Tensor) -> torch.Tensor:
         if _is_vae_attention_weight(key) and tensor.ndim > 2:
-            tensor = tensor.reshape(tensor.shape[0], tensor.shape[1])
-        out[new] = tensor
-    return out, unknown
+            return tensor.reshape(tensor.shape[0], tensor.shape[1])
+        return tensor
+
+    return _convert(state_dict, lambda key: vae_key_from_ldm(key, num_levels), as_linear)
 
 
 # ---------------------------------------------------------------------------------------------

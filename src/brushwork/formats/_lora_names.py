@@ -1,18 +1,16 @@
-"""Key-name tables for LoRA files: which key families exist and how their names map.
+"""LoRA module names -> the modules they patch, for the reader and the kohya writer.
 
-Every module a LoRA patches is named here by its *target*: the component (``unet``,
-``text_encoder``, ``text_encoder_2``) and the module's path in the diffusers / transformers 5
-object, e.g. ``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``. Note that
-transformers 5 `CLIPTextModel` (``text_encoder``) has no ``text_model.`` level, while
+Key syntax (dialects, prefixes, parts, module types) lives in `lora_keys`; this module maps the
+module names it parses to *targets*: the component (``unet``, ``text_encoder``,
+``text_encoder_2``) and the module's path in the diffusers / transformers 5 object, e.g.
+``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``. Note that transformers 5
+`CLIPTextModel` (``text_encoder``) has no ``text_model.`` level, while
 `CLIPTextModelWithProjection` (SDXL's ``text_encoder_2``) still has one.
 
-Key families read:
-
-* kohya: ``lora_unet_<name>.<part>``, ``lora_te_`` (SD1/SD2), ``lora_te1_`` / ``lora_te2_`` (SDXL),
-  with diffusers-style UNet names (SD1/SD2) or LDM/SGM ones (SDXL: ``input_blocks_4_1_...``);
-* diffusers: ``unet.<path>.lora_A.weight`` / ``.lora.down.weight`` (and the old attention-processor
-  spelling ``...attn1.processor.to_q_lora.down.weight``), ``text_encoder.<path>...``;
-* PEFT: ``base_model.model.<path>.lora_A.weight`` or a bare ``<path>.lora_A[.adapter].weight``.
+Names read: kohya ``lora_unet_<name>`` / ``lora_te_`` (SD1/SD2) / ``lora_te1_``, ``lora_te2_``
+(SDXL), with diffusers-style UNet names (SD1/SD2) or LDM/SGM ones (SDXL: ``input_blocks_4_1_...``,
+mapped through `UnetLayout`); dotted diffusers paths (``unet.<path>``, ``text_encoder.<path>``)
+and PEFT paths (``base_model.model.<path>`` or bare).
 """
 
 from __future__ import annotations
@@ -29,78 +27,17 @@ import torch
 from brushwork.core.arch import skeleton_config
 from brushwork.core.errors import UnsupportedModelError, WrongKindError
 from brushwork.core.kinds import BaseFamily
+from brushwork.formats import lora_keys
+from brushwork.formats._ldm_keys import UNET_RESNET_MODULES, UNET_TOP_MODULES
+from brushwork.formats.families import family_from_metadata
 
 logger = logging.getLogger(__name__)
 
-UNET = "unet"
-TEXT_ENCODER = "text_encoder"
-TEXT_ENCODER_2 = "text_encoder_2"
-
-KOHYA_PREFIXES = {
-    "lora_unet": UNET,
-    "lora_te": TEXT_ENCODER,
-    "lora_te1": TEXT_ENCODER,
-    "lora_te2": TEXT_ENCODER_2,
-}
-KOHYA_TE_PREFIXES = {  # what kohya names each text encoder's modules, per family
-    BaseFamily.SD1: {TEXT_ENCODER: "lora_te"},
-    BaseFamily.SD2: {TEXT_ENCODER: "lora_te"},
-    BaseFamily.SDXL: {TEXT_ENCODER: "lora_te1", TEXT_ENCODER_2: "lora_te2"},
-}
-_KOHYA_KEY = re.compile(r"^(lora_unet|lora_te[12]?)_([A-Za-z0-9_]+)\.(.+)$")
-
-# kohya part name -> (module kind it implies, internal part name)
-KOHYA_PARTS: dict[str, tuple[str | None, str]] = {
-    "lora_down.weight": ("lora", "down"),
-    "lora_up.weight": ("lora", "up"),
-    "lora_mid.weight": ("lora", "mid"),
-    "lora_A.weight": ("lora", "down"),
-    "lora_B.weight": ("lora", "up"),
-    "alpha": (None, "alpha"),
-    "scale": (None, "scale"),
-    "dora_scale": (None, "dora_scale"),
-    "diff": ("full", "diff"),
-    "diff_b": ("full", "diff_b"),
-}
-_LOHA_PARTS = ("w1_a", "w1_b", "w2_a", "w2_b", "t1", "t2")
-_LOKR_PARTS = ("w1", "w1_a", "w1_b", "w2", "w2_a", "w2_b", "t2")
-KOHYA_PARTS |= {f"hada_{n}": ("loha", n) for n in _LOHA_PARTS}
-KOHYA_PARTS |= {f"lokr_{n}": ("lokr", n) for n in _LOKR_PARTS}
-
-# internal part name -> kohya part name, per kind (for writing)
-WRITE_PARTS: dict[str, dict[str, str]] = {
-    "lora": {"down": "lora_down.weight", "up": "lora_up.weight", "mid": "lora_mid.weight"},
-    "loha": {n: f"hada_{n}" for n in _LOHA_PARTS},
-    "lokr": {n: f"lokr_{n}" for n in _LOKR_PARTS},
-    "full": {"diff": "diff", "diff_b": "diff_b"},
-}
-
-# parts of LyCORIS / A1111 module types that are recognised but not read
-UNSUPPORTED_PARTS = {
-    "weight": "IA3",
-    "on_input": "IA3",
-    "w_norm": "Norm",
-    "b_norm": "Norm",
-    "a1.weight": "GLoRA",
-    "a2.weight": "GLoRA",
-    "b1.weight": "GLoRA",
-    "b2.weight": "GLoRA",
-    "oft_blocks": "OFT",
-    "oft_diag": "OFT",
-}
-
-_DOTTED_PARTS = [
-    (re.compile(r"^(?P<m>.+)\.lora_(?P<p>[AB])(?:\.[\w-]+)?\.weight$"), {"A": "down", "B": "up"}),
-    (re.compile(r"^(?P<m>.+?)(?:\.lora_linear_layer|\.lora)?\.(?P<p>down|up)\.weight$"), None),
-    (re.compile(r"^(?P<m>.+)\.lora_(?P<p>down|up|mid)\.weight$"), None),
-    (re.compile(r"^(?P<m>.+)\.(?P<p>alpha|dora_scale)$"), None),
-    (
-        re.compile(r"^(?P<m>.+)\.lora_magnitude_vector(?:\.[\w-]+)?(?:\.weight)?$"),
-        {"": "dora_scale"},
-    ),
-]
-_OLD_PROCESSOR = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)_lora$")
-_OLD_TE = re.compile(r"\.self_attn\.to_(q|k|v|out)_lora$")
+UNET, TEXT_ENCODER, TEXT_ENCODER_2 = (
+    lora_keys.UNET,
+    lora_keys.TEXT_ENCODER,
+    lora_keys.TEXT_ENCODER_2,
+)
 _UNET_HEAD = re.compile(
     r"^(?:down_blocks|up_blocks|mid_block|conv_in|conv_out|conv_norm_out|time_embedding"
     r"|add_embedding)(?:\.|$)"
@@ -132,23 +69,6 @@ _WORD_LIST = (
 )
 _WORDS = sorted((tuple(w.split("_")) for w in _WORD_LIST.split()), key=len, reverse=True)
 
-_RESNET_LDM = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
-}
-_TOP_LDM = {
-    "conv_in": "input_blocks.0.0",
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0",
-    "add_embedding.linear_2": "label_emb.0.2",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
 _LDM_HEADS = ("input_blocks_", "middle_block_", "output_blocks_", "time_embed_", "label_emb_")
 _LDM_CONTAINER = re.compile(
     r"^(input_blocks_\d+_\d+|middle_block_\d+|output_blocks_\d+_\d+)(?:_(.+))?$"
@@ -173,59 +93,37 @@ class ParsedKey:
 
 def parse_key(key: str) -> ParsedKey | str | None:
     """A LoRA key's parts; the LyCORIS type name for a known but unsupported part; else None."""
-    match = _KOHYA_KEY.match(key)
-    if match:
-        prefix, name, part = match.groups()
-        if part in UNSUPPORTED_PARTS:
-            return UNSUPPORTED_PARTS[part]
-        if part not in KOHYA_PARTS:
-            return None
-        kind, internal = KOHYA_PARTS[part]
-        component = KOHYA_PREFIXES[prefix]
-        style = "kohya-ldm" if component == UNET and name.startswith(_LDM_HEADS) else "kohya"
-        if component == UNET and re.fullmatch(r"out_\d+", name):
-            style = "kohya-ldm"
-        return ParsedKey(style, component, name, internal, kind)
-    return _parse_dotted(key)
-
-
-def _parse_dotted(key: str) -> ParsedKey | None:
-    for pattern, rename in _DOTTED_PARTS:
-        match = pattern.match(key)
-        if not match:
-            continue
-        part = match.groupdict().get("p") or ""
-        part = rename.get(part, part) if rename else part
-        kind = "lora" if part in ("down", "up", "mid") else None
-        source, component, path = _split_component(match.group("m"))
+    parsed = lora_keys.parse_key(key)
+    if parsed is None or parsed.dialect == "bundle":
+        return None
+    if parsed.dialect == "kohya":
+        prefix = lora_keys.kohya_prefix(parsed.module) or ""
+        component = lora_keys.KOHYA_PREFIXES.get(prefix)
         if component is None:
             return None
-        return ParsedKey(source, component, _fix_old_diffusers(path), part, kind)
-    return None
+        if parsed.module_type in lora_keys.REFUSED_TYPES:
+            return lora_keys.REFUSED_TYPES[parsed.module_type]
+        source, name = "kohya", parsed.module[len(prefix) + 1 :]
+        if component == UNET and (name.startswith(_LDM_HEADS) or re.fullmatch(r"out_\d+", name)):
+            source = "kohya-ldm"
+    else:
+        source, component, name = _split_component(parsed.module)
+    internal = parsed.internal_part
+    if component is None or internal is None:
+        return None
+    return ParsedKey(source, component, name, internal, parsed.module_type)
 
 
 def _split_component(path: str) -> tuple[str, str | None, str]:
     for component in (TEXT_ENCODER_2, TEXT_ENCODER, UNET):
         if path.startswith(component + "."):
             return "diffusers", component, path[len(component) + 1 :]
-    path = path.removeprefix("base_model.model.")
+    path = path.removeprefix(lora_keys.PEFT_PREFIX)
     if _UNET_HEAD.match(path):
         return "peft", UNET, path
     if path.startswith(_TE_HEADS):
         return "peft", TEXT_ENCODER, path
     return "peft", None, path
-
-
-def _fix_old_diffusers(path: str) -> str:
-    """The attention-processor spelling of older diffusers files, as module paths."""
-    old = _OLD_PROCESSOR.search(path)
-    if old:
-        leaf = "to_out.0" if old.group(1) == "to_out" else old.group(1)
-        return path[: old.start()] + "." + leaf
-    old = _OLD_TE.search(path)
-    if old:
-        return path[: old.start()] + f".self_attn.{old.group(1)}_proj"
-    return path
 
 
 def unflatten(name: str) -> str:
@@ -316,7 +214,7 @@ class UnetLayout:
 
     def to_diffusers(self, flat_name: str) -> str | None:
         """``input_blocks_4_1_proj_in`` -> ``down_blocks.1.attentions.0.proj_in`` (None: no such)."""
-        for diffusers_name, ldm in _TOP_LDM.items():
+        for diffusers_name, ldm in UNET_TOP_MODULES.items():
             if flat_name == ldm.replace(".", "_"):
                 return diffusers_name
         match = _LDM_CONTAINER.match(flat_name)
@@ -327,7 +225,7 @@ class UnetLayout:
         if container is None or leaf is None:
             return None
         if ".resnets." in container:
-            inverse = {v.replace(".", "_"): k for k, v in _RESNET_LDM.items()}
+            inverse = {v.replace(".", "_"): k for k, v in UNET_RESNET_MODULES.items()}
             dif_leaf = inverse.get(leaf)
         elif container.endswith("samplers.0"):
             dif_leaf = "conv" if leaf in ("op", "conv") else None
@@ -337,15 +235,15 @@ class UnetLayout:
 
     def to_ldm_name(self, path: str) -> str | None:
         """``down_blocks.1.attentions.0.proj_in`` -> ``input_blocks.4.1.proj_in`` (None: no such)."""
-        if path in _TOP_LDM:
-            return _TOP_LDM[path]
+        if path in UNET_TOP_MODULES:
+            return UNET_TOP_MODULES[path]
         match = _DIFFUSERS_CONTAINER.match(path)
         if not match or match.group(1) not in self.to_ldm:
             return None
         container, leaf = match.groups()
         ldm = self.to_ldm[container]
         if ".resnets." in container:
-            ldm_leaf = _RESNET_LDM.get(leaf)
+            ldm_leaf = UNET_RESNET_MODULES.get(leaf)
         elif container.startswith("down_blocks") and container.endswith("samplers.0"):
             ldm_leaf = "op" if leaf == "conv" else None
         else:
@@ -377,7 +275,6 @@ def kohya_name(
 
 
 GroupKey = tuple[str, str | None, str]  # (source format, component, module name)
-_CONTEXT_WIDTH = {768: BaseFamily.SD1, 1024: BaseFamily.SD2, 2048: BaseFamily.SDXL}
 SKELETONS = {BaseFamily.SD1: "sd1", BaseFamily.SD2: "sd2", BaseFamily.SDXL: "sdxl"}
 
 
@@ -408,38 +305,19 @@ def group_keys(tensors: Mapping[str, torch.Tensor]) -> KeyGroups:
     return out
 
 
-def detect_family(metadata: Mapping[str, str], groups: KeyGroups) -> BaseFamily | None:
-    """The base family from shapes (cross-attention width, a second text encoder), else metadata."""
-    from_shapes = None
-    for (_, component, name), parts in groups.parts.items():
-        if component == TEXT_ENCODER_2:
-            from_shapes = BaseFamily.SDXL
-            break
-        down = parts.get("down", parts.get("w1_b"))
-        if component == UNET and down is not None and re.search(r"attn2[._]to_k$", name):
-            from_shapes = _CONTEXT_WIDTH.get(int(down.shape[1]))
-            if from_shapes is not None:
-                break
+def detect_family(
+    metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor]
+) -> BaseFamily | None:
+    """The base family its shapes agree on (as `detect` reads them), else what metadata says."""
+    shapes = {key: tuple(tensor.shape) for key, tensor in tensors.items()}
+    named = {vote.family for vote in lora_keys.family_votes(lora_keys.group_modules(shapes))}
+    from_shapes = named.pop() if len(named) == 1 else None
     from_meta = family_from_metadata(metadata)
     if from_shapes and from_meta and from_shapes != from_meta:
         logger.warning(
             "LoRA metadata says %s, its shapes say %s: using the shapes", from_meta, from_shapes
         )
     return from_shapes or from_meta
-
-
-def family_from_metadata(metadata: Mapping[str, str]) -> BaseFamily | None:
-    """What kohya's `ss_base_model_version` / `ss_v2` or `modelspec.architecture` say."""
-    version = metadata.get("ss_base_model_version", "")
-    arch = metadata.get("modelspec.architecture", "")
-    v2 = metadata.get("ss_v2")
-    if version.startswith("sdxl") or arch.startswith("stable-diffusion-xl"):
-        return BaseFamily.SDXL
-    if version.startswith("sd_v2") or v2 == "True" or arch.startswith("stable-diffusion-v2"):
-        return BaseFamily.SD2
-    if version.startswith("sd_v1") or arch.startswith("stable-diffusion-v1") or v2 == "False":
-        return BaseFamily.SD1
-    return None
 
 
 def default_unet_config(family: BaseFamily | None, groups: KeyGroups) -> dict[str, Any]:

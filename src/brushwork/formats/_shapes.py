@@ -1,4 +1,4 @@
-"""Tensor shapes by name, and which Stable Diffusion family an LDM-layout file belongs to."""
+"""Tensor shapes by name: building the map, taking sub-maps, counting blocks, requiring keys."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from brushwork.core.errors import ArchitectureError, UnsupportedModelError
-from brushwork.core.kinds import BaseFamily
-from brushwork.formats._ldm_keys import LEGACY_SD1_CLIP_PREFIX, UNET_PREFIX
+from brushwork.core.errors import ArchitectureError
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -43,38 +41,3 @@ def need_shape(shapes: Shapes, key: str, where: str, source: Path | None) -> tup
             hint="the file may be incomplete, or of an architecture brushwork does not support",
         )
     return shapes[key]
-
-
-def detect_family(shapes: Shapes, *, source: Path | None = None) -> BaseFamily:
-    """SD1, SD2 or SDXL, from the text-encoder keys (or the UNet's context width)."""
-    keys = list(shapes)
-    if any(
-        k.startswith(UNET_PREFIX + p)
-        for k in keys
-        for p in ("joint_blocks.", "double_blocks.", "x_embedder.")
-    ):
-        raise UnsupportedModelError(
-            source, "is an SD3/Flux-style transformer model, not SD 1.x/2.x/XL"
-        )
-    if any(k.startswith("conditioner.embedders.1.model.") for k in keys):
-        return BaseFamily.SDXL
-    if any(k.startswith("conditioner.embedders.0.model.") for k in keys):
-        raise UnsupportedModelError(
-            source, "is an SDXL refiner, which brushwork does not support yet"
-        )
-    if any(k.startswith("cond_stage_model.model.") for k in keys):
-        return BaseFamily.SD2
-    if any(k.startswith(LEGACY_SD1_CLIP_PREFIX) for k in keys):
-        return BaseFamily.SD1
-    if UNET_PREFIX + "label_emb.0.0.weight" in shapes:
-        return BaseFamily.SDXL
-    context = next((s[1] for k, s in shapes.items() if k.endswith("attn2.to_k.weight")), None)
-    by_context = {768: BaseFamily.SD1, 1024: BaseFamily.SD2, 2048: BaseFamily.SDXL}
-    if context in by_context:
-        return by_context[context]
-    raise ArchitectureError(
-        source,
-        "cannot tell whether this is an SD 1.x, 2.x or XL model (no text encoder weights, "
-        f"cross-attention width {context})",
-        hint="name the family explicitly, or put an LDM <stem>.yaml config beside the file",
-    )

@@ -37,14 +37,8 @@ from brushwork.formats._ldm_keys import (
     TextEncoderSlot,
     text_encoder_slots,
 )
-from brushwork.formats._shapes import (
-    Shapes,
-    count_indices,
-    detect_family,
-    need_shape,
-    shape_map,
-    sub_shapes,
-)
+from brushwork.formats._shapes import Shapes, count_indices, need_shape, shape_map, sub_shapes
+from brushwork.formats.families import detect_family
 
 __all__ = [
     "ModelArchitecture",

@@ -33,6 +33,7 @@ from brushwork.core.errors import (
 )
 from brushwork.core.kinds import BaseFamily, FileFormat
 from brushwork.formats import _ldm_keys as keys
+from brushwork.formats import lora_keys
 from brushwork.formats.architecture import (
     ModelArchitecture,
     infer_architecture,
@@ -81,10 +82,7 @@ def _kind_of(model_file: ModelFile) -> tuple[str, str]:
     """A guess at what a non-checkpoint file is, and what to do with it."""
     names = list(model_file.tensors)
     raw = model_file.raw
-    lora_marks = ("lora_down", "lora_up", ".lora_A.", ".lora_B.", ".hada_w1", ".lokr_w1")
-    if any(
-        k.startswith(("lora_unet_", "lora_te")) or any(m in k for m in lora_marks) for k in names
-    ):
+    if any(lora_keys.is_lora_weight(k) for k in names):
         return "a LoRA", "put it in the LoRA folder and use it with <lora:name:weight>"
     if isinstance(raw, Mapping) and ("string_to_param" in raw or "emb_params" in raw):
         return "a textual-inversion embedding", "put it in the embeddings folder"

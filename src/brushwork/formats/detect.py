@@ -25,28 +25,30 @@ from pathlib import Path
 from brushwork.core.errors import ArchitectureError, NotAModelError
 from brushwork.core.kinds import BaseFamily, FileFormat, ModelKind
 from brushwork.formats import lora_keys
-from brushwork.formats.pickle_contents import PickleContents, pickle_contents, read_pickle_contents
-from brushwork.formats.safeio import read_header, sniff_format
+from brushwork.formats._ldm_keys import UNET_PREFIX
+from brushwork.formats.families import (
+    CONTEXT_WIDTHS,
+    SINGLE_TEXT_ENCODER_WIDTHS,
+    TEXT_ENCODER_ROOTS,
+    FamilyVote,
+    checkpoint_sentinel,
+    metadata_votes,
+    width_vote,
+)
+from brushwork.formats.tensor_view import TensorView, read_tensor_view
 
-__all__ = [  # PickleContents/pickle_contents live in pickle_contents; re-exported for callers
+__all__ = [
     "Detection",
     "NotAMatch",
-    "PickleContents",
     "detect_file",
     "detect_state_dict",
+    "detect_view",
     "hypernetwork_widths",
-    "metadata_votes",
-    "pickle_contents",
 ]
 
 Shapes = Mapping[str, tuple[int, ...]]
 
 SD1, SD2, SDXL = BaseFamily.SD1, BaseFamily.SD2, BaseFamily.SDXL
-
-# Width of the text conditioning each family's UNet cross-attends to (attn2 to_k/to_v inputs).
-CONTEXT_WIDTHS: dict[int, BaseFamily] = {768: SD1, 1024: SD2, 2048: SDXL}
-# Width of one textual-inversion vector (SDXL embeddings are a clip_l + clip_g pair instead).
-EMBEDDING_WIDTHS: dict[int, BaseFamily] = {768: SD1, 1024: SD2}
 
 
 @dataclass(frozen=True)
@@ -92,15 +94,7 @@ class _Match:
     layout: str | None
 
 
-@dataclass(frozen=True)
-class _Vote:
-    """One piece of evidence for a base family (None: a family brushwork does not support)."""
-
-    family: BaseFamily | None
-    reason: str
-
-
-def _decide(votes: Iterable[_Vote], none_reason: str) -> tuple[BaseFamily | None, list[str]]:
+def _decide(votes: Iterable[FamilyVote], none_reason: str) -> tuple[BaseFamily | None, list[str]]:
     """The family all votes agree on, else None; conflicting votes are reported, never resolved."""
     votes = list(votes)
     reasons = [vote.reason for vote in votes]
@@ -111,12 +105,6 @@ def _decide(votes: Iterable[_Vote], none_reason: str) -> tuple[BaseFamily | None
         return next(iter(families)), reasons
     named = ", ".join(sorted(str(f) if f else "other" for f in families))
     return None, [*reasons, f"base family unknown: the evidence conflicts ({named})"]
-
-
-def _width_vote(width: int, table: Mapping[int, BaseFamily], what: str) -> _Vote | None:
-    if width in table:
-        return _Vote(table[width], f"{what} width {width} => {table[width]}")
-    return None
 
 
 def _nonstandard(widths: Iterable[int], table: Mapping[int, BaseFamily], what: str) -> list[str]:
@@ -132,39 +120,6 @@ def _nonstandard(widths: Iterable[int], table: Mapping[int, BaseFamily], what: s
 # checkpoints
 
 
-@dataclass(frozen=True)
-class FamilySentinel:
-    """A key whose presence (and optionally last-dimension width) names a checkpoint family."""
-
-    key: str
-    family: BaseFamily | None
-    description: str
-    width: int | None = None
-
-
-# A1111's config detection, in its order (a1111.md 2d); the first sentinel present decides.
-CHECKPOINT_SENTINELS: tuple[FamilySentinel, ...] = (
-    FamilySentinel("model.diffusion_model.x_embedder.proj.weight", None, "an SD3 checkpoint"),
-    FamilySentinel(
-        "conditioner.embedders.1.model.ln_final.weight", SDXL, "SDXL: OpenCLIP-bigG at embedders.1"
-    ),
-    FamilySentinel(
-        "conditioner.embedders.0.model.ln_final.weight", SD2, "SD2 in SGM layout (SD2-Turbo)", 1024
-    ),
-    FamilySentinel(
-        "conditioner.embedders.0.model.ln_final.weight",
-        SDXL,
-        "an SDXL refiner (OpenCLIP-bigG only)",
-    ),
-    FamilySentinel("embedder.model.ln_final.weight", None, "an SD2 unCLIP checkpoint"),
-    FamilySentinel(
-        "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight",
-        SD2,
-        "SD2: OpenCLIP-H text encoder at cond_stage_model.model",
-    ),
-    FamilySentinel("cond_stage_model.transformer.", SD1, "SD1: CLIP-L text encoder"),
-)
-UNET_PREFIX = "model.diffusion_model."
 CHECKPOINT_COMPANIONS: dict[str, str] = {
     "first_stage_model.": "VAE",
     "cond_stage_model.": "text encoder",
@@ -176,25 +131,16 @@ _LDM_CONTEXT_KEY = re.compile(r"^model\.diffusion_model\..*\.attn2\.to_[kv]\.wei
 _DIFFUSERS_UNET_SENTINELS = ("conv_in.weight", "unet.conv_in.weight")
 
 
-def _sentinel_present(keys: KeySet, sentinel: FamilySentinel) -> bool:
-    if sentinel.key.endswith("."):
-        return keys.has_prefix(sentinel.key)
-    shape = keys.shapes.get(sentinel.key)
-    if shape is None:
-        return False
-    return sentinel.width is None or (len(shape) > 0 and shape[-1] == sentinel.width)
-
-
 def _checkpoint_family(keys: KeySet) -> tuple[BaseFamily | None, list[str]]:
-    for sentinel in CHECKPOINT_SENTINELS:
-        if _sentinel_present(keys, sentinel):
-            if sentinel.family is None:
-                return None, [f"{sentinel.key} => {sentinel.description}, not SD1/SD2/SDXL"]
-            return sentinel.family, [f"{sentinel.key} => {sentinel.description}"]
-    if keys.has_prefix("cond_stage_model.") or keys.has_prefix("conditioner."):
+    sentinel = checkpoint_sentinel(keys.shapes)
+    if sentinel is not None:
+        if sentinel.family is None:
+            return None, [f"{sentinel.key} => {sentinel.description}, not SD1/SD2/SDXL"]
+        return sentinel.family, [f"{sentinel.key} => {sentinel.description}"]
+    if any(keys.has_prefix(root) for root in TEXT_ENCODER_ROOTS):
         return None, ["its text encoder keys match no known family (AltDiffusion or other)"]
     widths = {keys.shapes[k][1] for k in keys.shapes if _LDM_CONTEXT_KEY.match(k)}
-    votes = [v for w in widths if (v := _width_vote(w, CONTEXT_WIDTHS, "UNet context"))]
+    votes = [v for w in widths if (v := width_vote(w, CONTEXT_WIDTHS, "UNet context"))]
     family, reasons = _decide(votes, "no text encoder and no cross-attention: family unknown")
     return family, reasons + _nonstandard(widths, CONTEXT_WIDTHS, "UNet context")
 
@@ -304,51 +250,10 @@ def match_lora(keys: KeySet) -> _Match:
     return _Match(ModelKind.LORA, family, tuple(reasons), layout)
 
 
-# kohya `ss_base_model_version` prefixes and modelspec architecture prefixes
-BASE_VERSION_PREFIXES: tuple[tuple[str, BaseFamily], ...] = (
-    ("sdxl_", SDXL),
-    ("sd_v2", SD2),
-    ("sd_v1", SD1),
-)
-MODELSPEC_PREFIXES: tuple[tuple[str, BaseFamily], ...] = (
-    ("stable-diffusion-xl-v1", SDXL),
-    ("stable-diffusion-v2", SD2),
-    ("stable-diffusion-v1", SD1),
-)
-
-
-def metadata_votes(metadata: Mapping[str, str]) -> list[_Vote]:
-    """Family evidence from kohya / OneTrainer / modelspec metadata."""
-    votes: list[_Vote] = []
-    version = metadata.get("ss_base_model_version", "")
-    for prefix, family in BASE_VERSION_PREFIXES:
-        if version.startswith(prefix):
-            votes.append(_Vote(family, f"metadata ss_base_model_version={version!r} => {family}"))
-            break
-    if metadata.get("ss_v2") == "True":
-        votes.append(_Vote(SD2, "metadata ss_v2='True' => sd2"))
-    architecture = metadata.get("modelspec.architecture", "")
-    if architecture:
-        family_or_none = next(
-            (f for p, f in MODELSPEC_PREFIXES if architecture.startswith(p)), None
-        )
-        what = family_or_none or "not SD1/SD2/SDXL"
-        votes.append(_Vote(family_or_none, f"modelspec.architecture={architecture!r} => {what}"))
-    return votes
-
-
-def _lora_votes(keys: KeySet, modules: Mapping[str, Mapping[str, tuple[int, ...]]]) -> list[_Vote]:
-    votes = metadata_votes(keys.metadata)
-    if any(m.startswith(("lora_te2_", "text_encoder_2.")) for m in modules):
-        votes.append(_Vote(SDXL, "second text encoder keys (lora_te2_/text_encoder_2.) => sdxl"))
-    for width in lora_keys.context_widths(modules):
-        if vote := _width_vote(width, CONTEXT_WIDTHS, "attn2 to_k/to_v input (context)"):
-            votes.append(vote)
-    for width in lora_keys.single_text_encoder_widths(modules):
-        # 768 is both SD1's CLIP-L and SDXL's first encoder: it decides only under lora_te_
-        if vote := _width_vote(width, {768: SD1, 1024: SD2}, "lora_te_ text encoder"):
-            votes.append(vote)
-    return votes
+def _lora_votes(
+    keys: KeySet, modules: Mapping[str, Mapping[str, tuple[int, ...]]]
+) -> list[FamilyVote]:
+    return metadata_votes(keys.metadata) + lora_keys.family_votes(modules)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,10 +298,10 @@ def _embedding_match(
     keys: KeySet, layout: str, vectors: int, widths: set[int], source: str
 ) -> _Match:
     votes = metadata_votes(keys.metadata)
-    votes += [v for w in widths if (v := _width_vote(w, EMBEDDING_WIDTHS, "vector"))]
+    votes += [v for w in widths if (v := width_vote(w, SINGLE_TEXT_ENCODER_WIDTHS, "vector"))]
     family, reasons = _decide(votes, "no standard width or metadata: family unknown")
     reasons = [f"{source} with {vectors} vector(s) => embedding", *reasons]
-    reasons += _nonstandard(widths, EMBEDDING_WIDTHS, "vector")
+    reasons += _nonstandard(widths, SINGLE_TEXT_ENCODER_WIDTHS, "vector")
     return _Match(ModelKind.EMBEDDING, family, tuple(reasons), layout)
 
 
@@ -422,7 +327,7 @@ def match_hypernetwork(keys: KeySet) -> _Match:
     reasons = [f"MLP pairs under integer keys {widths} => hypernetwork"]
     reasons.append(f"with {', '.join(fields)}" if fields else "no layer_structure/activation_func")
     context = [w for w in widths if w in CONTEXT_WIDTHS]
-    votes = [v for w in context if (v := _width_vote(w, CONTEXT_WIDTHS, "context"))]
+    votes = [v for w in context if (v := width_vote(w, CONTEXT_WIDTHS, "context"))]
     family, family_reasons = _decide(
         votes, "no context width (768/1024/2048) among its widths: family unknown"
     )
@@ -477,15 +382,14 @@ def _with_article(kind: ModelKind) -> str:
     return f"an {kind}" if kind is ModelKind.EMBEDDING else f"a {kind}"
 
 
+def detect_view(view: TensorView, path: Path | None = None) -> Detection:
+    """Identify the file a `TensorView` shows (`path` only names it in errors)."""
+    return detect_state_dict(
+        view.shapes, metadata=view.metadata, extra_keys=view.fields, format=view.format, path=path
+    )
+
+
 def detect_file(path: Path | str) -> Detection:
     """Identify a model file. Safetensors: header only. Pickles: unpickled safely first."""
     path = Path(path)
-    if sniff_format(path) is FileFormat.SAFETENSORS:
-        header = read_header(path)
-        shapes = {name: info.shape for name, info in header.tensors.items()}
-        return detect_state_dict(shapes, metadata=header.metadata, path=path)
-    contents = read_pickle_contents(path)
-    shapes = {name: tuple(t.shape) for name, t in contents.tensors.items()}
-    return detect_state_dict(
-        shapes, extra_keys=contents.fields, format=FileFormat.PICKLE, path=path
-    )
+    return detect_view(read_tensor_view(path), path)

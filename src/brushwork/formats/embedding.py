@@ -38,7 +38,8 @@ from brushwork.core.errors import (
     WrongKindError,
 )
 from brushwork.core.kinds import BaseFamily, FileFormat, ModelKind
-from brushwork.formats import safeio
+from brushwork.formats import lora_keys, safeio
+from brushwork.formats.families import SINGLE_TEXT_ENCODER_WIDTHS
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ EMBEDDING_FORMATS = ("a1111", "safetensors", "diffusers")
 A1111_STAR_TOKEN_ID = 265  # the CLIP-L id of "*", which A1111 writes in `string_to_token`
 _KOHYA_SINGLE_KEYS = ("emb_params", "emp_params")  # sd-scripts; OneTrainer's spelling
 _IMAGE_SUFFIXES = (".png", ".webp", ".jxl", ".avif", ".jpg", ".jpeg")
-_WIDTH_FAMILY = {768: BaseFamily.SD1, 1024: BaseFamily.SD2}
-_LORA_MARKERS = ("lora_down", "lora_up", "lora_A.", "lora_B.", "hada_w1", "lokr_w1", "oft_")
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +84,7 @@ class Embedding:
         """The base family its widths fit, or None for a width no standard model has."""
         if set(self.vectors) == {TEXT_ENCODER, TEXT_ENCODER_2}:
             return BaseFamily.SDXL
-        return _WIDTH_FAMILY.get(self.width)
+        return SINGLE_TEXT_ENCODER_WIDTHS.get(self.width)
 
     @property
     def is_dual(self) -> bool:
@@ -132,7 +131,7 @@ def describe_contents(obj: Any) -> tuple[ModelKind | None, str]:
     count = f"it has {len(keys)} tensors"
     if not keys:
         return None, f"it has no tensors (keys: {_sample(list(obj))})"
-    if any(marker in key for key in keys for marker in _LORA_MARKERS):
+    if any(lora_keys.is_lora_weight(key) for key in keys):
         return ModelKind.LORA, f"{count} with LoRA keys ({_sample(keys)}): a LoRA"
     if any(key.startswith("model.diffusion_model.") for key in keys):
         return ModelKind.CHECKPOINT, f"{count} with UNet keys ({_sample(keys)}): a checkpoint"

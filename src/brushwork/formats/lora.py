@@ -1,7 +1,7 @@
 """LoRA files: every key family read into one representation; kohya files written back.
 
 A `LoraNetwork` holds `LoraModule`s keyed by *target*: the component and the module's path in
-the diffusers / transformers 5 object it patches (see `_lora_names`), e.g.
+the diffusers / transformers 5 object it patches (see `_lora_names`; key names: `lora_keys`), e.g.
 ``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q`` or
 ``text_encoder.encoder.layers.0.self_attn.q_proj``. Module kinds:
 
@@ -42,11 +42,11 @@ from brushwork.core.errors import (
 )
 from brushwork.core.kinds import BaseFamily
 from brushwork.formats import _lora_names as names
-from brushwork.formats import safeio
+from brushwork.formats import lora_keys, safeio
 
 logger = logging.getLogger(__name__)
 
-MODULE_KINDS = ("lora", "loha", "lokr", "full")
+MODULE_KINDS = lora_keys.READ_TYPES
 SOURCE_FORMATS = ("kohya", "kohya-ldm", "diffusers", "peft")
 _REQUIRED = {
     "lora": ({"down", "up"},),
@@ -240,12 +240,10 @@ def lora_from_peft(
     `alpha` is the adapter's `lora_alpha`; with `use_rslora` (scale alpha/√r) it is stored as the
     kohya alpha that gives the same scale.
     """
-    if component not in (names.UNET, names.TEXT_ENCODER, names.TEXT_ENCODER_2):
+    if component not in (lora_keys.UNET, lora_keys.TEXT_ENCODER, lora_keys.TEXT_ENCODER_2):
         raise ConfigError(f"unknown component {component!r}", hint="unet or text_encoder[_2]")
-    prefixed = {
-        f"{component}.{k.removeprefix('base_model.model.')}": v for k, v in peft_state_dict.items()
-    }
-    network = _network(prefixed, {}, None, None, None)
+    peft = {k.removeprefix(lora_keys.PEFT_PREFIX): v for k, v in peft_state_dict.items()}
+    network = _network({f"{component}.{k}": v for k, v in peft.items()}, {}, None, None, None)
     network.source_format = "peft"
     if family is not None:
         network.family = BaseFamily(family)
@@ -267,7 +265,7 @@ def _network(
     groups = names.group_keys(tensors)
     if not groups.parts:
         names.raise_not_lora(path, tensors, raw, groups.refused_types)
-    family = names.detect_family(metadata, groups)
+    family = names.detect_family(metadata, tensors)
     layout = None
     if any(style == "kohya-ldm" for style, _, _ in groups.parts):
         layout = names.UnetLayout(unet_config or names.default_unet_config(family, groups))
@@ -363,7 +361,7 @@ def lora_to_kohya(
     tensors: dict[str, torch.Tensor] = {}
     for module in network.modules.values():
         name = names.kohya_name(
-            module.target, ldm_layout=layout, te_prefix=names.KOHYA_TE_PREFIXES[family]
+            module.target, ldm_layout=layout, te_prefix=lora_keys.KOHYA_TE_PREFIXES[family]
         )
         if name is None:
             raise IncompatibleModelError(
@@ -413,7 +411,7 @@ def _kohya_tensors(
     save_dtype = dtype or next(iter(module.parts.values())).dtype
     out: dict[str, torch.Tensor] = {}
     for part, tensor in module.parts.items():
-        out[f"{name}.{names.WRITE_PARTS[module.kind][part]}"] = _plain(tensor, save_dtype)
+        out[f"{name}.{lora_keys.WRITE_PARTS[module.kind][part]}"] = _plain(tensor, save_dtype)
     alpha = module.alpha
     if alpha is None and module.kind == "lora":
         alpha = float(module.rank or 1)

@@ -337,6 +337,53 @@ def read_selected_tensors(
     return out
 
 
+def _read_into(handle: io.RawIOBase, buffer: torch.Tensor, path: Path, name: str) -> None:
+    array: Any = buffer.numpy()  # shares the tensor's memory
+    view = memoryview(array).cast("B")
+    done = 0
+    while done < len(view):
+        count = handle.readinto(view[done:])
+        if not count:
+            raise CorruptModelError(path, f"is truncated inside tensor {name!r}")
+        done += count
+
+
+def read_tensors_cast(
+    path: Path | str,
+    dtypes: Mapping[str, torch.dtype | None],
+    header: SafetensorsHeader | None = None,
+) -> dict[str, torch.Tensor]:
+    """Read the named tensors of a safetensors file, each floating one cast to its given dtype.
+
+    `dtypes` maps each tensor to read to the dtype wanted (None: as stored; integer tensors are
+    never cast). Every returned tensor has its own fresh, contiguous, allocator-aligned storage:
+    a tensor kept as stored is read straight into it, one to cast goes through a single reused
+    staging buffer. Memory grows only by what is returned, and no mmap is left behind.
+    """
+    path = Path(path)
+    header = header or read_header(path)
+    names = sorted(dtypes, key=lambda n: header.tensors[n].offsets)
+    sizes = {n: header.tensors[n].offsets[1] - header.tensors[n].offsets[0] for n in names}
+    staging = torch.empty(max(sizes.values(), default=0), dtype=torch.uint8)
+    out: dict[str, torch.Tensor] = {}
+    with path.open("rb", buffering=0) as handle:
+        for name in names:
+            info = header.tensors[name]
+            stored = _ST_TORCH_DTYPES.get(info.dtype)
+            if stored is None:
+                raise CorruptModelError(
+                    path, f"tensor {name!r} has dtype {info.dtype}, not readable here"
+                )
+            wanted = dtypes[name] if stored.is_floating_point else None
+            cast = wanted is not None and wanted != stored
+            buffer = staging[: sizes[name]] if cast else torch.empty(sizes[name], dtype=torch.uint8)
+            handle.seek(header.data_start + info.offsets[0])
+            _read_into(handle, buffer, path, name)
+            tensor = buffer.view(stored).reshape(info.shape)
+            out[name] = tensor.to(wanted) if cast else tensor
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # pickles
 

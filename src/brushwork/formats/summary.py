@@ -1,7 +1,7 @@
 """What `brushwork inspect` (and the server) show about a model file, as typed data.
 
 `summarize_file(path)` identifies the file (`detect`) and adds counts, precision and a
-kind-specific summary. Safetensors files are summarised from their header; the only tensor
+kind-specific summary, all from its `tensor_view`. Safetensors files are summarised from their header; the only tensor
 values ever read are a LoRA's `alpha` scalars. Pickles go through the guarded unpickler.
 """
 
@@ -10,47 +10,20 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from brushwork.core.kinds import FileFormat, ModelKind
+from brushwork.core.kinds import ModelKind
 from brushwork.formats import lora_keys
-from brushwork.formats.detect import Detection, detect_state_dict, hypernetwork_widths
-from brushwork.formats.pickle_contents import read_pickle_contents
-from brushwork.formats.safeio import read_header, read_selected_tensors, sniff_format
+from brushwork.formats._ldm_keys import EMA_BOOKKEEPING, EMA_PREFIX, UNET_PREFIX, VAE_PREFIX
+from brushwork.formats.detect import Detection, detect_view, hypernetwork_widths
+from brushwork.formats.tensor_view import TensorView, parameter_count, read_tensor_view
 
 logger = logging.getLogger(__name__)
 
 TOP_TAGS = 10
-
-# torch dtypes under the names safetensors headers use, so both formats report alike
-TORCH_DTYPE_NAMES: dict[torch.dtype, str] = {
-    torch.bool: "BOOL",
-    torch.uint8: "U8",
-    torch.int8: "I8",
-    torch.int16: "I16",
-    torch.int32: "I32",
-    torch.int64: "I64",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float32: "F32",
-    torch.float64: "F64",
-}
-
-
-@dataclass(frozen=True)
-class TensorView:
-    """Names, shapes and dtypes of a file's tensors, and a way to read a few of their values."""
-
-    shapes: dict[str, tuple[int, ...]]
-    dtypes: dict[str, str]
-    metadata: dict[str, str]
-    fields: dict[str, Any]  # top-level non-tensor entries of a pickle
-    read_values: Callable[[list[str]], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -140,51 +113,17 @@ class ModelSummary:
 # reading
 
 
-def _safetensors_view(path: Path) -> tuple[TensorView, FileFormat]:
-    header = read_header(path)
-    view = TensorView(
-        shapes={name: info.shape for name, info in header.tensors.items()},
-        dtypes={name: info.dtype for name, info in header.tensors.items()},
-        metadata=dict(header.metadata),
-        fields={},
-        read_values=lambda names: read_selected_tensors(path, names, header),
-    )
-    return view, FileFormat.SAFETENSORS
-
-
-def _pickle_view(path: Path) -> tuple[TensorView, FileFormat]:
-    contents = read_pickle_contents(path)
-    tensors = contents.tensors
-    view = TensorView(
-        shapes={name: tuple(t.shape) for name, t in tensors.items()},
-        dtypes={name: TORCH_DTYPE_NAMES.get(t.dtype, str(t.dtype)) for name, t in tensors.items()},
-        metadata={},
-        fields=contents.fields,
-        read_values=lambda names: {name: tensors[name] for name in names},
-    )
-    return view, FileFormat.PICKLE
-
-
 def summarize_file(path: Path | str) -> ModelSummary:
     """Identify and summarise a model file. Raises the safeio/detect errors for bad files."""
     path = Path(path)
-    fmt = sniff_format(path)
-    view, fmt = _safetensors_view(path) if fmt is FileFormat.SAFETENSORS else _pickle_view(path)
-    detection = detect_state_dict(
-        view.shapes, metadata=view.metadata, extra_keys=view.fields, format=fmt, path=path
-    )
-    parameters = 0
-    for shape in view.shapes.values():
-        count = 1
-        for dim in shape:
-            count *= dim
-        parameters += count
+    view = read_tensor_view(path)
+    detection = detect_view(view, path)
     return ModelSummary(
         path=path,
         size=path.stat().st_size,
         detection=detection,
         tensors=len(view.shapes),
-        parameters=parameters,
+        parameters=parameter_count(view.shapes.values()),
         precision=dict(Counter(view.dtypes.values()).most_common()),
         metadata=view.metadata,
         details=SUMMARIZERS[detection.kind](view, detection),
@@ -221,13 +160,22 @@ def _text_encoders(shapes: Mapping[str, tuple[int, ...]]) -> list[dict[str, Any]
     return found
 
 
+def has_ema_weights(keys: Iterable[str]) -> bool:
+    """Whether a checkpoint carries EMA weights (`model_ema.*`, not only its counters)."""
+    return any(k.startswith(EMA_PREFIX) and k not in EMA_BOOKKEEPING for k in keys)
+
+
+def has_baked_vae(keys: Iterable[str]) -> bool:
+    """Whether a checkpoint carries a VAE (`first_stage_model.*`)."""
+    return any(k.startswith(VAE_PREFIX) for k in keys)
+
+
 def _checkpoint(view: TensorView, detection: Detection) -> CheckpointSummary:
     shapes = view.shapes
-    ema_counters = ("model_ema.decay", "model_ema.num_updates")
-    in_conv = shapes.get("model.diffusion_model.input_blocks.0.0.weight", ())
+    in_conv = shapes.get(UNET_PREFIX + "input_blocks.0.0.weight", ())
     return CheckpointSummary(
-        has_ema=any(k.startswith("model_ema.") and k not in ema_counters for k in shapes),
-        has_vae=any(k.startswith("first_stage_model.") for k in shapes),
+        has_ema=has_ema_weights(shapes),
+        has_vae=has_baked_vae(shapes),
         text_encoders=_text_encoders(shapes),
         unet_in_channels=in_conv[1] if len(in_conv) == 4 else None,
     )
@@ -240,26 +188,43 @@ def _vae(view: TensorView, detection: Detection) -> VaeSummary:
     )
 
 
-def _float(text: str | None) -> float | None:
+def metadata_float(text: str | None) -> float | None:
+    """A number from a metadata value (`ss_network_alpha`, ...); None when absent or not one."""
     try:
         return None if text in (None, "", "None") else float(str(text))
     except ValueError:
         return None
 
 
-def top_tags(metadata: Mapping[str, str], count: int = TOP_TAGS) -> list[tuple[str, int]]:
-    """The most frequent training tags of a kohya LoRA (`ss_tag_frequency`, summed over folders)."""
+def tag_counts(metadata: Mapping[str, str]) -> Counter[str]:
+    """Training tag counts summed over a kohya LoRA's datasets, as A1111 shows them.
+
+    From `ss_tag_frequency` (folder -> tag -> count), else from each `ss_datasets` entry's
+    `tag_frequency`; tags are stripped, and blank tags or non-numeric counts are left out.
+    """
+    frequency: list[Any] = []
     try:
-        folders = json.loads(metadata.get("ss_tag_frequency", "") or "{}")
+        if "ss_tag_frequency" in metadata:
+            frequency.append(json.loads(metadata["ss_tag_frequency"]))
+        elif "ss_datasets" in metadata:
+            datasets = json.loads(metadata["ss_datasets"])
+            if isinstance(datasets, list):
+                frequency += [d.get("tag_frequency") for d in datasets if isinstance(d, dict)]
     except ValueError:
-        logger.debug("ss_tag_frequency is not valid JSON")
-        return []
-    totals: Counter[str] = Counter()
-    if isinstance(folders, dict):
-        for tags in folders.values():
-            if isinstance(tags, dict):
-                totals.update({str(t): int(n) for t, n in tags.items() if isinstance(n, int)})
-    return sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:count]
+        logger.debug("unparsable tag frequency metadata")
+    counts: Counter[str] = Counter()
+    for per_folder in frequency:
+        for tags in per_folder.values() if isinstance(per_folder, dict) else ():
+            for tag, count in tags.items() if isinstance(tags, dict) else ():
+                if isinstance(tag, str) and tag.strip() and isinstance(count, int | float):
+                    counts[tag.strip()] += int(count)
+    return counts
+
+
+def top_tags(metadata: Mapping[str, str], count: int = TOP_TAGS) -> list[tuple[str, int]]:
+    """The most frequent training tags (see `tag_counts`), most frequent first, then by name."""
+    ranked = sorted(tag_counts(metadata).items(), key=lambda item: (-item[1], item[0]))
+    return ranked[:count]
 
 
 def _lora_alphas(view: TensorView) -> tuple[list[float], str | None]:
@@ -267,7 +232,7 @@ def _lora_alphas(view: TensorView) -> tuple[list[float], str | None]:
     if keys:
         values = view.read_values(keys)
         return sorted({round(float(v.float().item()), 6) for v in values.values()}), "tensors"
-    alpha = _float(view.metadata.get("ss_network_alpha"))
+    alpha = metadata_float(view.metadata.get("ss_network_alpha"))
     return ([alpha], "metadata") if alpha is not None else ([], None)
 
 

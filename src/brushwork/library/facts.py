@@ -2,24 +2,19 @@
 a baked-in VAE or EMA weights (checkpoints), and the training metadata kohya sd-scripts and the
 modelspec standard write into safetensors ``__metadata__``.
 
-Facts come from a safetensors header (no tensor is read) or from the tensors of a pickle that
-the guarded loader has already opened.
+Facts come from a file's `formats.tensor_view`: a safetensors header (no tensor is read) or
+the tensors of a pickle the guarded loader has opened.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-import torch
-
-from brushwork.formats.safeio import SafetensorsHeader
-
-logger = logging.getLogger(__name__)
+from brushwork.formats.summary import has_baked_vae, has_ema_weights, metadata_float, top_tags
+from brushwork.formats.tensor_view import TensorView
 
 SUGGESTED_TAG_COUNT = 5  # most frequent training tags offered as trigger words
 KEPT_TAG_COUNT = 20  # most frequent training tags kept for `models show`
@@ -32,13 +27,6 @@ _SAFETENSORS_DTYPES = {
     "F8_E4M3": "fp8_e4m3",
     "F8_E5M2": "fp8_e5m2",
 }
-_TORCH_DTYPES = {
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float32: "fp32",
-    torch.float64: "fp64",
-}
-_EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
 
 
 @dataclass(frozen=True)
@@ -76,36 +64,32 @@ class TrainingFacts:
         return tuple(tag for tag, _count in self.top_tags[:SUGGESTED_TAG_COUNT])
 
 
-def _summarise(
-    entries: Iterable[tuple[str, str | None, int]],
-) -> TensorFacts:
+def _summarise(entries: Iterable[tuple[str, str | None, int]]) -> TensorFacts:
     """Facts from (key, float dtype label or None, element count) triples."""
     per_dtype: Counter[str] = Counter()
-    tensor_count = parameter_count = 0
-    baked_vae = ema = False
+    keys: list[str] = []
+    parameter_count = 0
     for key, dtype, numel in entries:
-        tensor_count += 1
+        keys.append(key)
         parameter_count += numel
         if dtype is not None:
             per_dtype[dtype] += numel
-        baked_vae = baked_vae or key.startswith("first_stage_model.")
-        ema = ema or (key.startswith("model_ema.") and key not in _EMA_BOOKKEEPING)
     precision = per_dtype.most_common(1)[0][0] if per_dtype else None
-    return TensorFacts(tensor_count, parameter_count, precision, dict(per_dtype), baked_vae, ema)
-
-
-def header_tensor_facts(header: SafetensorsHeader) -> TensorFacts:
-    """Tensor facts from a safetensors header alone."""
-    return _summarise(
-        (name, _SAFETENSORS_DTYPES.get(info.dtype), info.numel)
-        for name, info in header.tensors.items()
+    return TensorFacts(
+        len(keys),
+        parameter_count,
+        precision,
+        dict(per_dtype),
+        baked_vae=has_baked_vae(keys),
+        ema=has_ema_weights(keys),
     )
 
 
-def pickle_tensor_facts(tensors: Mapping[str, torch.Tensor]) -> TensorFacts:
-    """Tensor facts from the flat tensors of an unpickled file (`formats.pickle_contents`)."""
+def tensor_facts(view: TensorView) -> TensorFacts:
+    """Tensor facts from a file's tensor view (a safetensors header, or a pickle's tensors)."""
     return _summarise(
-        (key, _TORCH_DTYPES.get(tensor.dtype), tensor.numel()) for key, tensor in tensors.items()
+        (name, _SAFETENSORS_DTYPES.get(view.dtypes[name]), math.prod(shape))
+        for name, shape in view.shapes.items()
     )
 
 
@@ -116,46 +100,12 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value not in (None, "", "None") else None
-    except ValueError:
-        return None
-
-
 def _text(value: str | None) -> str | None:
     return value if value not in (None, "", "None") else None
 
 
-def _tag_counts(metadata: Mapping[str, str]) -> Counter[str]:
-    """Tag counts summed over datasets: ``ss_tag_frequency``, or each ``ss_datasets`` entry."""
-    frequency: list[Any] = []
-    try:
-        if "ss_tag_frequency" in metadata:
-            frequency.append(json.loads(metadata["ss_tag_frequency"]))
-        elif "ss_datasets" in metadata:
-            datasets = json.loads(metadata["ss_datasets"])
-            if isinstance(datasets, list):
-                frequency += [d.get("tag_frequency") for d in datasets if isinstance(d, dict)]
-    except ValueError:
-        logger.debug("unparsable tag frequency metadata")
-    counts: Counter[str] = Counter()
-    for per_folder in frequency:
-        if not isinstance(per_folder, dict):
-            continue
-        for tags in per_folder.values():
-            if not isinstance(tags, dict):
-                continue
-            for tag, count in tags.items():
-                if isinstance(tag, str) and tag.strip() and isinstance(count, int | float):
-                    counts[tag.strip()] += int(count)
-    return counts
-
-
 def training_facts(metadata: Mapping[str, str]) -> TrainingFacts:
     """Parse kohya ``ss_*`` and ``modelspec.*`` metadata; bad values are left out, not fatal."""
-    counts = _tag_counts(metadata)
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:KEPT_TAG_COUNT]
     modelspec = {
         key.removeprefix("modelspec."): value
         for key, value in metadata.items()
@@ -165,13 +115,13 @@ def training_facts(metadata: Mapping[str, str]) -> TrainingFacts:
         output_name=_text(metadata.get("ss_output_name")),
         network_module=_text(metadata.get("ss_network_module")),
         network_dim=_int(metadata.get("ss_network_dim")),
-        network_alpha=_float(metadata.get("ss_network_alpha")),
+        network_alpha=metadata_float(metadata.get("ss_network_alpha")),
         base_model_version=_text(metadata.get("ss_base_model_version")),
         resolution=_text(metadata.get("ss_resolution")),
         num_epochs=_int(metadata.get("ss_num_epochs")),
         epoch=_int(metadata.get("ss_epoch")),
         training_model=_text(metadata.get("ss_sd_model_name")),
         tensor_hash=_text(metadata.get("sshs_model_hash")),
-        top_tags=tuple(ranked),
+        top_tags=tuple(top_tags(metadata, KEPT_TAG_COUNT)),
         modelspec=modelspec,
     )

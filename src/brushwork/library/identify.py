@@ -17,15 +17,10 @@ from pathlib import Path
 from brushwork.core import hashing
 from brushwork.core.errors import ModelFileError
 from brushwork.core.kinds import BaseFamily, FileFormat, ModelKind
-from brushwork.formats import detect, safeio
-from brushwork.formats.pickle_contents import read_pickle_contents
-from brushwork.library.facts import (
-    TensorFacts,
-    TrainingFacts,
-    header_tensor_facts,
-    pickle_tensor_facts,
-    training_facts,
-)
+from brushwork.formats import safeio
+from brushwork.formats.detect import detect_view
+from brushwork.formats.tensor_view import read_tensor_view
+from brushwork.library.facts import TensorFacts, TrainingFacts, tensor_facts, training_facts
 
 logger = logging.getLogger(__name__)
 
@@ -55,27 +50,16 @@ class Identity:
 
 def _identify_contents(path: Path) -> Identity:
     """Raises ModelFileError (and possibly other errors from damaged files)."""
-    if safeio.sniff_format(path) is FileFormat.SAFETENSORS:
-        header = safeio.read_header(path)
-        shapes = {name: info.shape for name, info in header.tensors.items()}
-        detection = detect.detect_state_dict(shapes, metadata=header.metadata, path=path)
-        tensor_facts = header_tensor_facts(header)
-        training = training_facts(header.metadata) if header.metadata else None
-    else:
-        contents = read_pickle_contents(path)
-        shapes = {name: tuple(t.shape) for name, t in contents.tensors.items()}
-        detection = detect.detect_state_dict(
-            shapes, extra_keys=contents.fields, format=FileFormat.PICKLE, path=path
-        )
-        tensor_facts, training = pickle_tensor_facts(contents.tensors), None
+    view = read_tensor_view(path)
+    detection = detect_view(view, path)
     return Identity(
         kind=detection.kind,
         base=detection.base,
         format=detection.format,
         layout=detection.layout,
         reasons=detection.reasons,
-        tensors=tensor_facts,
-        training=training,
+        tensors=tensor_facts(view),
+        training=training_facts(view.metadata) if view.metadata else None,
     )
 
 
@@ -93,29 +77,28 @@ def _format_of(path: Path) -> FileFormat | None:
         return None
 
 
+def _unusable(path: Path, exc: Exception, error: str, *, cacheable: bool = True) -> Identity:
+    return Identity(
+        kind=None,
+        base=None,
+        format=_format_of(path),
+        error=error,
+        error_type=type(exc).__name__,
+        cacheable=cacheable,
+    )
+
+
 def identify_file(path: Path) -> Identity:
     """Identify one file; never raises for a bad file (see the module docstring)."""
     try:
         identity = _identify_contents(path)
     except ModelFileError as exc:
         hint = f"; {exc.hint}" if exc.hint else ""
-        identity = Identity(
-            kind=None,
-            base=None,
-            format=_format_of(path),
-            error=f"{exc.reason}{hint}",
-            error_type=type(exc).__name__,
-        )
+        identity = _unusable(path, exc, f"{exc.reason}{hint}")
     except Exception as exc:
         logger.warning("could not identify %s", path, exc_info=True)
-        identity = Identity(
-            kind=None,
-            base=None,
-            format=_format_of(path),
-            error=f"could not be identified: {type(exc).__name__}: {exc}",
-            error_type=type(exc).__name__,
-            cacheable=False,
-        )
+        error = f"could not be identified: {type(exc).__name__}: {exc}"
+        identity = _unusable(path, exc, error, cacheable=False)
     return replace(identity, legacy_hash=_legacy_hash(path))
 
 

@@ -88,6 +88,19 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"sidecar {path.name} is not valid JSON ({exc}); it was ignored"
 
 
+def _read_json_object(
+    folder: Path, name: str, siblings: Collection[str], problems: list[str]
+) -> dict[str, Any] | None:
+    """The JSON object in sidecar `name`, if it is there; why it was ignored goes to `problems`."""
+    if name not in siblings:
+        return None
+    data, problem = _read_json(folder / name)
+    if isinstance(data, dict):
+        return data
+    problems.append(problem or f"sidecar {name} is not a JSON object; it was ignored")
+    return None
+
+
 def _read_text(path: Path) -> str | None:
     try:
         with path.open("rb") as handle:
@@ -158,21 +171,10 @@ def read_sidecars(folder: Path, file_name: str, siblings: Collection[str]) -> Si
     if not present:
         return Sidecars()
     problems: list[str] = []
-    user = civitai = None
-    if f"{stem}.json" in siblings:
-        data, problem = _read_json(folder / f"{stem}.json")
-        if isinstance(data, dict):
-            user = parse_user_metadata(data)
-        elif problem is None:
-            problem = f"sidecar {stem}.json is not a JSON object; it was ignored"
-        problems += [problem] if problem else []
-    if f"{stem}.civitai.info" in siblings:
-        data, problem = _read_json(folder / f"{stem}.civitai.info")
-        if isinstance(data, dict):
-            civitai = parse_civitai_info(data)
-        elif problem is None:
-            problem = f"sidecar {stem}.civitai.info is not a JSON object; it was ignored"
-        problems += [problem] if problem else []
+    user_data = _read_json_object(folder, f"{stem}.json", siblings, problems)
+    user = None if user_data is None else parse_user_metadata(user_data)
+    civitai_data = _read_json_object(folder, f"{stem}.civitai.info", siblings, problems)
+    civitai = None if civitai_data is None else parse_civitai_info(civitai_data)
     description = user.description if user else None
     for name in (f"{stem}.txt", f"{stem}.description.txt"):
         if description is None and name in siblings:

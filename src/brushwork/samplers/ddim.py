@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from brushwork.samplers.karras import euler_ancestral_steps
-from brushwork.samplers.stepping import prepare, report, sigma_batch, to_d
+from brushwork.samplers.stepping import denoise, prepare, sigma_batch, to_d
 from brushwork.samplers.types import Denoiser, NoiseSource, StepCallback
 
 
@@ -54,13 +54,10 @@ def sample_plms(
 ) -> Tensor:
     """PLMS: a Heun first step, then 2nd to 4th order Adams-Bashforth on the noise estimate."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
     history: list[Tensor] = []
-    for i in range(total):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma_batch(x, sigma))
-        eps = to_d(x, sigma, denoised)
-        report(callback, i, total, x, sigma, sigma, denoised)
+        eps = to_d(x, sigma, denoise(model, x, sigmas, i, callback))
         if history:
             eps_prime = _plms_combination(eps, history)
         elif sigma_next > 0:
@@ -87,11 +84,8 @@ def sample_lcm(
 ) -> Tensor:
     """LCM: jump to the model's data estimate, then re-noise to the next level."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
-        x = denoised
+    for i in range(len(sigmas) - 1):
+        x = denoise(model, x, sigmas, i, callback)
         if sigmas[i + 1] > 0:
             x = x + sigmas[i + 1] * noise.randn_like(x)
     return x

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from brushwork.core.errors import ConfigError
 from brushwork.samplers.brownian import BrownianNoise
-from brushwork.samplers.stepping import ancestral_step, prepare, report, sigma_batch, to_d
+from brushwork.samplers.stepping import ancestral_step, denoise, prepare, sigma_batch, to_d
 from brushwork.samplers.types import Denoiser, NoiseSource, StepCallback
 
 SolverType = Literal["midpoint", "heun"]
@@ -30,6 +30,24 @@ def _sigma(t: Tensor) -> Tensor:
     return t.neg().exp()
 
 
+def _data_step(x: Tensor, sigma_ratio: Tensor, h: Tensor, denoised: Tensor) -> Tensor:
+    """The first-order DPM-Solver++ step over ``h`` in t: ``sigma_ratio`` is sigma_to / sigma."""
+    return sigma_ratio * x - (-h).expm1() * denoised
+
+
+def _brownian_step(
+    x: Tensor,
+    brownian: BrownianNoise,
+    sigma: Tensor,
+    sigma_next: Tensor,
+    eta_h: Tensor,
+    s_noise: float,
+) -> Tensor:
+    """Add the Brownian noise an SDE step keeps: ``sigma_next * sqrt(1 - exp(-2 eta h))``."""
+    scale = sigma_next * (-2 * eta_h).expm1().neg().sqrt() * s_noise
+    return x + brownian(sigma, sigma_next) * scale
+
+
 @torch.no_grad()
 def sample_dpmpp_2m(
     model: Denoiser,
@@ -41,11 +59,9 @@ def sample_dpmpp_2m(
 ) -> Tensor:
     """DPM-Solver++(2M): second-order multistep, one model call per step."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
     old_denoised: Tensor | None = None
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(model, x, sigmas, i, callback)
         t, t_next = _t(sigmas[i]), _t(sigmas[i + 1])
         h = t_next - t
         if old_denoised is None or sigmas[i + 1] == 0:
@@ -53,7 +69,7 @@ def sample_dpmpp_2m(
         else:
             r = (t - _t(sigmas[i - 1])) / h
             combined = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-        x = (_sigma(t_next) / _sigma(t)) * x - (-h).expm1() * combined
+        x = _data_step(x, _sigma(t_next) / _sigma(t), h, combined)
         old_denoised = denoised
     return x
 
@@ -75,12 +91,10 @@ def sample_dpmpp_2m_sde(
         raise ConfigError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
     sigmas = prepare(x, sigmas)
     brownian = BrownianNoise(noise, x)
-    total = len(sigmas) - 1
     old_denoised: Tensor | None = None
     h_last: Tensor | None = None
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(model, x, sigmas, i, callback)
         if sigmas[i + 1] == 0:
             x = denoised
             old_denoised = denoised
@@ -96,8 +110,7 @@ def sample_dpmpp_2m_sde(
             else:
                 x = x + 0.5 * phi * (1 / r) * (denoised - old_denoised)
         if eta:
-            scale = sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() * s_noise
-            x = x + brownian(sigmas[i], sigmas[i + 1]) * scale
+            x = _brownian_step(x, brownian, sigmas[i], sigmas[i + 1], eta_h, s_noise)
         old_denoised, h_last = denoised, h
     return x
 
@@ -116,14 +129,12 @@ def sample_dpmpp_3m_sde(
     """DPM-Solver++(3M) SDE: third-order multistep with Brownian noise."""
     sigmas = prepare(x, sigmas)
     brownian = BrownianNoise(noise, x)
-    total = len(sigmas) - 1
     denoised_1: Tensor | None = None
     denoised_2: Tensor | None = None
     h_1: Tensor | None = None
     h_2: Tensor | None = None
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(model, x, sigmas, i, callback)
         if sigmas[i + 1] == 0:
             x = denoised
             denoised_1, denoised_2 = denoised, denoised_1
@@ -148,8 +159,7 @@ def sample_dpmpp_3m_sde(
         elif h_1 is not None and denoised_1 is not None:
             x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
         if eta:
-            scale = sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
-            x = x + brownian(sigmas[i], sigmas[i + 1]) * scale
+            x = _brownian_step(x, brownian, sigmas[i], sigmas[i + 1], h * eta, s_noise)
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
     return x
@@ -170,10 +180,8 @@ def sample_dpmpp_sde(
     """DPM-Solver++ (stochastic, second order; two model calls per step)."""
     sigmas = prepare(x, sigmas)
     brownian = BrownianNoise(noise, x)
-    total = len(sigmas) - 1
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(model, x, sigmas, i, callback)
         if sigmas[i + 1] == 0:
             x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
             continue
@@ -184,14 +192,14 @@ def sample_dpmpp_sde(
         # Step 1: to the intermediate level s, with its share of noise.
         sd, su = ancestral_step(_sigma(t), _sigma(s), eta)
         s_ = _t(sd)
-        x_2 = (_sigma(s_) / _sigma(t)) * x - (t - s_).expm1() * denoised
+        x_2 = _data_step(x, _sigma(s_) / _sigma(t), s_ - t, denoised)
         x_2 = x_2 + brownian(_sigma(t), _sigma(s)) * s_noise * su
         denoised_2 = model(x_2, sigma_batch(x_2, _sigma(s)))
         # Step 2: the full step with the blended data estimate.
         sd, su = ancestral_step(_sigma(t), _sigma(t_next), eta)
         t_next_ = _t(sd)
         blended = (1 - fac) * denoised + fac * denoised_2
-        x = (_sigma(t_next_) / _sigma(t)) * x - (t - t_next_).expm1() * blended
+        x = _data_step(x, _sigma(t_next_) / _sigma(t), t_next_ - t, blended)
         x = x + brownian(_sigma(t), _sigma(t_next)) * s_noise * su
     return x
 
@@ -209,20 +217,18 @@ def sample_dpmpp_2s_ancestral(
 ) -> Tensor:
     """Ancestral sampling with DPM-Solver++(2S) single-step second-order steps ("DPM++ 2S a")."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(model, x, sigmas, i, callback)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
         if sigma_down == 0:
             x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
             t, t_next = _t(sigmas[i]), _t(sigma_down)
             h = t_next - t
             s = t + h / 2
-            x_2 = (_sigma(s) / _sigma(t)) * x - (-h / 2).expm1() * denoised
+            x_2 = _data_step(x, _sigma(s) / _sigma(t), h / 2, denoised)
             denoised_2 = model(x_2, sigma_batch(x_2, _sigma(s)))
-            x = (_sigma(t_next) / _sigma(t)) * x - (-h).expm1() * denoised_2
+            x = _data_step(x, _sigma(t_next) / _sigma(t), h, denoised_2)
         if sigmas[i + 1] > 0 and eta:
             x = x + noise.randn_like(x) * s_noise * sigma_up
     return x

@@ -18,30 +18,51 @@ from brushwork.core.errors import ConfigError
 from brushwork.samplers.stepping import (
     ancestral_step,
     churn,
+    denoise,
     prepare,
-    report,
     sigma_batch,
     to_d,
+    weighted_sum,
 )
 from brushwork.samplers.types import Denoiser, NoiseSource, StepCallback
 
 INF = math.inf
 
 
-def _churned(
+Churn = tuple[float, float, float, float]  # s_churn, s_tmin, s_tmax, s_noise
+
+
+def _churned_slope(
+    model: Denoiser,
     x: Tensor,
     sigmas: Tensor,
     i: int,
     noise: NoiseSource,
-    churn_args: tuple[float, float, float, float],
-) -> tuple[Tensor, Tensor]:
-    """Raise the noise level of step ``i`` by Karras's gamma; return the new x and sigma_hat."""
+    callback: StepCallback | None,
+    churn_args: Churn,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Step ``i``'s start: raise the noise level by Karras's gamma, then the ODE slope there.
+
+    Returns the new x, sigma_hat and dx/dsigma at (x, sigma_hat).
+    """
     s_churn, s_tmin, s_tmax, s_noise = churn_args
     gamma = churn(sigmas, i, s_churn, s_tmin, s_tmax)
     sigma_hat = sigmas[i] * (gamma + 1)
     if gamma > 0:
         x = x + noise.randn_like(x) * s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
-    return x, sigma_hat
+    denoised = denoise(model, x, sigmas, i, callback, sigma_hat)
+    return x, sigma_hat, to_d(x, sigma_hat, denoised)
+
+
+def _midpoint_step(
+    model: Denoiser, x: Tensor, d: Tensor, sigma: Tensor, sigma_to: Tensor
+) -> Tensor:
+    """DPM-Solver-2: Euler to the midpoint (halfway in log sigma), then the whole step with the
+    slope found there."""
+    sigma_mid = sigma.log().lerp(sigma_to.log(), 0.5).exp()
+    x_2 = x + d * (sigma_mid - sigma)
+    d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_batch(x_2, sigma_mid)))
+    return x + d_2 * (sigma_to - sigma)
 
 
 @torch.no_grad()
@@ -59,12 +80,10 @@ def sample_euler(
 ) -> Tensor:
     """Euler steps on the probability-flow ODE (first order; Karras et al. 2022, Algorithm 2)."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
-    for i in range(total):
-        x, sigma_hat = _churned(x, sigmas, i, noise, (s_churn, s_tmin, s_tmax, s_noise))
-        denoised = model(x, sigma_batch(x, sigma_hat))
-        report(callback, i, total, x, sigmas[i], sigma_hat, denoised)
-        x = x + to_d(x, sigma_hat, denoised) * (sigmas[i + 1] - sigma_hat)
+    churn_args = (s_churn, s_tmin, s_tmax, s_noise)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat, d = _churned_slope(model, x, sigmas, i, noise, callback, churn_args)
+        x = x + d * (sigmas[i + 1] - sigma_hat)
     return x
 
 
@@ -79,11 +98,9 @@ def euler_ancestral_steps(
 ) -> Tensor:
     """Euler down to sigma_down, then fresh noise up to the next level (shared with DDIM)."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(model, x, sigmas, i, callback)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
         x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         if sigmas[i + 1] > 0 and eta:
             x = x + noise.randn_like(x) * s_noise * sigma_up
@@ -120,12 +137,9 @@ def sample_heun(
 ) -> Tensor:
     """Heun's method (second order, two model calls per step; Euler on the last step to 0)."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
-    for i in range(total):
-        x, sigma_hat = _churned(x, sigmas, i, noise, (s_churn, s_tmin, s_tmax, s_noise))
-        denoised = model(x, sigma_batch(x, sigma_hat))
-        d = to_d(x, sigma_hat, denoised)
-        report(callback, i, total, x, sigmas[i], sigma_hat, denoised)
+    churn_args = (s_churn, s_tmin, s_tmax, s_noise)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat, d = _churned_slope(model, x, sigmas, i, noise, callback, churn_args)
         dt = sigmas[i + 1] - sigma_hat
         if sigmas[i + 1] == 0:
             x = x + d * dt
@@ -134,10 +148,6 @@ def sample_heun(
         d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigma_batch(x_2, sigmas[i + 1])))
         x = x + (d + d_2) / 2 * dt
     return x
-
-
-def _log_midpoint(sigma_a: Tensor, sigma_b: Tensor) -> Tensor:
-    return sigma_a.log().lerp(sigma_b.log(), 0.5).exp()
 
 
 @torch.no_grad()
@@ -155,19 +165,13 @@ def sample_dpm_2(
 ) -> Tensor:
     """DPM-Solver-2 style midpoint steps (the midpoint halfway in log sigma)."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
-    for i in range(total):
-        x, sigma_hat = _churned(x, sigmas, i, noise, (s_churn, s_tmin, s_tmax, s_noise))
-        denoised = model(x, sigma_batch(x, sigma_hat))
-        d = to_d(x, sigma_hat, denoised)
-        report(callback, i, total, x, sigmas[i], sigma_hat, denoised)
+    churn_args = (s_churn, s_tmin, s_tmax, s_noise)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat, d = _churned_slope(model, x, sigmas, i, noise, callback, churn_args)
         if sigmas[i + 1] == 0:
             x = x + d * (sigmas[i + 1] - sigma_hat)
-            continue
-        sigma_mid = _log_midpoint(sigma_hat, sigmas[i + 1])
-        x_2 = x + d * (sigma_mid - sigma_hat)
-        d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_batch(x_2, sigma_mid)))
-        x = x + d_2 * (sigmas[i + 1] - sigma_hat)
+        else:
+            x = _midpoint_step(model, x, d, sigma_hat, sigmas[i + 1])
     return x
 
 
@@ -184,20 +188,14 @@ def sample_dpm_2_ancestral(
 ) -> Tensor:
     """Ancestral sampling with DPM-Solver-2 midpoint steps ("DPM2 a")."""
     sigmas = prepare(x, sigmas)
-    total = len(sigmas) - 1
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
+    for i in range(len(sigmas) - 1):
+        d = to_d(x, sigmas[i], denoise(model, x, sigmas, i, callback))
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
-        d = to_d(x, sigmas[i], denoised)
         if sigma_down == 0:
             x = x + d * (sigma_down - sigmas[i])
-            continue
-        sigma_mid = _log_midpoint(sigmas[i], sigma_down)
-        x_2 = x + d * (sigma_mid - sigmas[i])
-        d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_batch(x_2, sigma_mid)))
-        x = x + d_2 * (sigma_down - sigmas[i])
-        x = x + noise.randn_like(x) * s_noise * sigma_up
+        else:
+            x = _midpoint_step(model, x, d, sigmas[i], sigma_down)
+            x = x + noise.randn_like(x) * s_noise * sigma_up
     return x
 
 
@@ -239,17 +237,12 @@ def sample_lms(
         raise ConfigError(f"LMS order must be at least 1, got {order}")
     sigmas = prepare(x, sigmas)
     nodes = [float(s) for s in sigmas.double().cpu()]
-    total = len(sigmas) - 1
     history: list[Tensor] = []
-    for i in range(total):
-        denoised = model(x, sigma_batch(x, sigmas[i]))
-        history.append(to_d(x, sigmas[i], denoised))
+    for i in range(len(sigmas) - 1):
+        history.append(to_d(x, sigmas[i], denoise(model, x, sigmas, i, callback)))
         if len(history) > order:
             history.pop(0)
-        report(callback, i, total, x, sigmas[i], sigmas[i], denoised)
         current = min(i + 1, order)
         weights = [lms_coefficient(current, nodes, i, j) for j in range(current)]
-        x = x + sum(
-            (w * d for w, d in zip(weights, reversed(history), strict=False)), torch.zeros_like(x)
-        )
+        x = x + weighted_sum(weights, history[::-1], x)
     return x

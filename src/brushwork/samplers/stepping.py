@@ -1,12 +1,15 @@
-"""Pieces every solver uses: input checks, the ODE derivative, ancestral splits, step reports."""
+"""Pieces every solver uses: input checks, the model call and its report, the ODE derivative,
+ancestral splits, multistep sums."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from brushwork.core.errors import ConfigError
-from brushwork.samplers.types import StepCallback, StepInfo
+from brushwork.samplers.types import Denoiser, StepCallback, StepInfo
 
 
 def prepare(x: Tensor, sigmas: Tensor) -> Tensor:
@@ -58,6 +61,31 @@ def churn(sigmas: Tensor, i: int, s_churn: float, s_tmin: float, s_tmax: float) 
     if s_churn <= 0 or not s_tmin <= float(sigmas[i]) <= s_tmax:
         return 0.0
     return min(s_churn / (len(sigmas) - 1), 2**0.5 - 1)
+
+
+def denoise(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    i: int,
+    callback: StepCallback | None,
+    sigma_hat: Tensor | None = None,
+) -> Tensor:
+    """The model's data estimate for step ``i`` (at ``sigma_hat`` when the noise was raised).
+
+    The step is reported to ``callback`` with the estimate, before the solver moves ``x``.
+    """
+    sigma = sigmas[i] if sigma_hat is None else sigma_hat
+    denoised = model(x, sigma_batch(x, sigma))
+    report(callback, i, len(sigmas) - 1, x, sigmas[i], sigma, denoised)
+    return denoised
+
+
+def weighted_sum(
+    weights: Sequence[float | Tensor], tensors: Sequence[Tensor], like: Tensor
+) -> Tensor:
+    """``sum(w * t)`` over pairs, starting from zeros shaped like ``like`` (multistep solvers)."""
+    return sum((w * t for w, t in zip(weights, tensors, strict=True)), torch.zeros_like(like))
 
 
 def report(

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from brushwork.core.errors import ConfigError
-from brushwork.samplers.stepping import prepare, report, sigma_batch
+from brushwork.samplers.stepping import denoise, prepare, weighted_sum
 from brushwork.samplers.types import Denoiser, NoiseSource, StepCallback
 
 UniPCVariant = Literal["bh1", "bh2"]
@@ -46,18 +46,20 @@ def _solve(ratios: list[float], b: list[float], size: int) -> list[float]:
     return [float(v) for v in torch.linalg.solve(matrix, rhs)]
 
 
-def _differences(
-    outputs: list[Tensor], lambdas: list[float], lam_s0: float, h: float, count: int
-) -> tuple[list[float], list[Tensor]]:
-    """Ratios r_k and scaled differences D_k of the ``count`` earlier outputs against the latest."""
-    m0 = outputs[-1]
+def _step_terms(
+    outputs: list[Tensor], lambdas: list[float], lam_t: float, order: int, variant: UniPCVariant
+) -> tuple[list[float], list[Tensor], float, float, list[float]]:
+    """What a step of ``order`` to ``lam_t`` needs: ratios r_k and scaled differences D_k of the
+    earlier outputs against the latest, then ``h_phi_1``, ``B(h)`` and ``b`` (`_coefficients`)."""
+    lam_s0, m0 = lambdas[-1], outputs[-1]
+    h = lam_t - lam_s0
     ratios: list[float] = []
     diffs: list[Tensor] = []
-    for k in range(1, count + 1):
+    for k in range(1, order):
         ratio = (lambdas[-(k + 1)] - lam_s0) / h
         ratios.append(ratio)
         diffs.append((outputs[-(k + 1)] - m0) / ratio)
-    return ratios, diffs
+    return ratios, diffs, *_coefficients(h, order, variant)
 
 
 def _predict(
@@ -69,16 +71,11 @@ def _predict(
     order: int,
     variant: UniPCVariant,
 ) -> Tensor:
-    lam_s0 = lambdas[-1]
-    h = lam_t - lam_s0
-    ratios, diffs = _differences(outputs, lambdas, lam_s0, h, order - 1)
-    h_phi_1, b_h, b = _coefficients(h, order, variant)
+    ratios, diffs, h_phi_1, b_h, b = _step_terms(outputs, lambdas, lam_t, order, variant)
     x_t = sigma_ratio * x - h_phi_1 * outputs[-1]
     if diffs:
         rhos = [0.5] if order == 2 else _solve([*ratios, 1.0], b, order - 1)
-        x_t = x_t - b_h * sum(
-            (rho * d for rho, d in zip(rhos, diffs, strict=True)), torch.zeros_like(x)
-        )
+        x_t = x_t - b_h * weighted_sum(rhos, diffs, x)
     return x_t
 
 
@@ -92,15 +89,10 @@ def _correct(
     order: int,
     variant: UniPCVariant,
 ) -> Tensor:
-    lam_s0 = lambdas[-1]
-    h = lam_t - lam_s0
-    ratios, diffs = _differences(outputs, lambdas, lam_s0, h, order - 1)
-    h_phi_1, b_h, b = _coefficients(h, order, variant)
+    ratios, diffs, h_phi_1, b_h, b = _step_terms(outputs, lambdas, lam_t, order, variant)
     rhos = [0.5] if order == 1 else _solve([*ratios, 1.0], b, order)
     x_t = sigma_ratio * x_prev - h_phi_1 * outputs[-1]
-    correction = sum(
-        (rho * d for rho, d in zip(rhos[:-1], diffs, strict=True)), torch.zeros_like(x_t)
-    )
+    correction = weighted_sum(rhos[:-1], diffs, x_t)
     return x_t - b_h * (correction + rhos[-1] * (model_t - outputs[-1]))
 
 
@@ -129,8 +121,7 @@ def sample_unipc(
     step_order = 1
     for i in range(total):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma_batch(x, sigma))
-        report(callback, i, total, x, sigma, sigma, denoised)
+        denoised = denoise(model, x, sigmas, i, callback)
         lam = -math.log(float(sigma))
         if x_prev is not None:
             x = _correct(
