@@ -7,6 +7,7 @@ import typer
 from brushwork.cli import inspect_cmd
 from brushwork.cli.dev_cmd import dev_app
 from brushwork.cli.models_cmd import models_app
+from brushwork.cli.prompt_cmd import pnginfo, prompt_app
 
 app = typer.Typer(
     name="brushwork",
@@ -25,6 +26,8 @@ def main() -> None:
 app.command("inspect")(inspect_cmd.inspect)
 app.add_typer(models_app, name="models")
 app.add_typer(dev_app, name="dev")
+app.add_typer(prompt_app, name="prompt")
+app.command("pnginfo")(pnginfo)
 
 
 def run() -> None:
