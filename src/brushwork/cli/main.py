@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from brushwork.cli import inspect_cmd
+from brushwork.cli.demo_cmd import demo_app
 from brushwork.cli.dev_cmd import dev_app
 from brushwork.cli.models_cmd import models_app
 from brushwork.cli.prompt_cmd import pnginfo, prompt_app
@@ -27,6 +28,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.add_typer(models_app, name="models")
 app.add_typer(dev_app, name="dev")
 app.add_typer(prompt_app, name="prompt")
+app.add_typer(demo_app, name="demo")
 app.command("pnginfo")(pnginfo)
 
 
