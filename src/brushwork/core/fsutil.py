@@ -16,6 +16,12 @@ from typing import BinaryIO
 from brushwork.core.errors import BrushworkError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -41,6 +47,8 @@ def atomic_writer(path: Path | str, *, overwrite: bool = True) -> Iterator[Binar
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
     try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would (umask applies)
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
