@@ -1,0 +1,239 @@
+"""Setting a LoRA run up: accelerator, dataset and step plan, base model, adapters' components,
+optimiser choice, and the facts a resume must keep. `lora.train_lora` puts them together."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DistributedDataParallelKwargs
+
+from brushwork.core.errors import ConfigError
+from brushwork.core.kinds import BaseFamily
+from brushwork.loading import LoadedModel, load_model
+from brushwork.training.config import LoraTrainingConfig
+from brushwork.training.data import (
+    DatasetSpec,
+    TrainingDataset,
+    dreambooth_subsets,
+    format_step_plan,
+    load_dataset_config,
+    step_plan,
+)
+from brushwork.training.optim import OptimizerChoice, choose_optimizer
+from brushwork.training.text import CaptionEncoder, check_token_length
+
+logger = logging.getLogger(__name__)
+
+_WEIGHT_PRECISION = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+def make_accelerator(config: LoraTrainingConfig, *, cpu: bool = False) -> Accelerator:
+    """An Accelerator for `config` (under `accelerate launch` it picks up the launch setup).
+    Unused-parameter detection is on when some adapter layers get no gradient (clip_skip > 1
+    leaves the text encoder's last layers unused)."""
+    find_unused = config.train_text_encoder and (config.clip_skip or 1) > 1
+    # accelerate keeps its settings in process-wide singletons; a second run in one process
+    # (a job server, tests) with another mixed precision must start from fresh ones. The
+    # distributed set-up (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        cpu=cpu,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
+    )
+
+
+def dataset_spec(config: LoraTrainingConfig) -> DatasetSpec | tuple[DatasetSpec, ...]:
+    if config.dataset_config is not None:
+        if config.train_data_dir is not None:
+            logger.warning("dataset_config is set: train_data_dir/reg_data_dir are ignored")
+        return tuple(load_dataset_config(config.dataset_config).datasets)
+    assert config.train_data_dir is not None  # checked by the config
+    subsets = dreambooth_subsets(
+        config.train_data_dir,
+        config.reg_data_dir,
+        caption_extension=config.caption_extension,
+        shuffle_caption=config.shuffle_caption,
+        keep_tokens=config.keep_tokens,
+        keep_tokens_separator=config.keep_tokens_separator,
+        caption_dropout_rate=config.caption_dropout_rate,
+        caption_tag_dropout_rate=config.caption_tag_dropout_rate,
+        caption_dropout_every_n_epochs=config.caption_dropout_every_n_epochs,
+        flip_aug=config.flip_aug,
+        caption_prefix=config.caption_prefix,
+        caption_suffix=config.caption_suffix,
+    )
+    return DatasetSpec(
+        subsets,
+        resolution=config.resolution,
+        batch_size=config.train_batch_size,
+        enable_bucket=config.enable_bucket,
+        min_bucket_reso=config.min_bucket_reso,
+        max_bucket_reso=config.max_bucket_reso,
+        bucket_reso_steps=config.bucket_reso_steps,
+        bucket_no_upscale=config.bucket_no_upscale,
+        prior_loss_weight=config.prior_loss_weight,
+    )
+
+
+def divergence_hints(config: LoraTrainingConfig) -> tuple[str, ...]:
+    hints = []
+    if config.mixed_precision == "fp16":
+        hints.append("use mixed_precision bf16 (fp16 overflows easily)")
+    if config.train_unet:
+        hints.append(f"lower unet_lr (now {config.effective_unet_lr:g})")
+    if config.train_text_encoder:
+        hints.append(
+            f"lower text_encoder_lr (now {config.effective_text_encoder_lr:g}) or train the "
+            "UNet only (network_train_unet_only)"
+        )
+    if config.max_grad_norm == 0:
+        hints.append("set max_grad_norm to 1.0")
+    if not config.no_half_vae and config.mixed_precision != "no":
+        hints.append("set no_half_vae if the VAE produces NaNs")
+    return tuple(hints)
+
+
+def load_base_model(config: LoraTrainingConfig, base: Path, device: torch.device) -> LoadedModel:
+    vae_precision = "fp32" if config.no_half_vae or config.mixed_precision == "no" else "auto"
+    model = load_model(
+        base,
+        device=device,
+        precision=_WEIGHT_PRECISION[config.mixed_precision],
+        vae=config.vae or "none",
+        vae_precision=vae_precision,
+    )
+    if model.family is BaseFamily.SDXL:
+        raise ConfigError(f"{base.name} is an SDXL model; SDXL LoRA training is not supported yet")
+    if config.v2 != (model.family is BaseFamily.SD2):
+        logger.warning(
+            "v2 is %s but %s is %s; the file decides", config.v2, base.name, model.family
+        )
+    for module in model.modules().values():
+        module.requires_grad_(False)
+    return model
+
+
+def caption_encoder(model: LoadedModel, config: LoraTrainingConfig) -> CaptionEncoder:
+    encoder = model.text_encoders["text_encoder"]
+    return CaptionEncoder(
+        model.tokenizers["text_encoder"],
+        encoder,
+        final_layer_norm=encoder.get_submodule("final_layer_norm"),
+        clip_skip=config.clip_skip or 1,
+        max_token_length=config.max_token_length,
+    )
+
+
+def trained_components(
+    model: LoadedModel, config: LoraTrainingConfig
+) -> dict[str, torch.nn.Module]:
+    components: dict[str, torch.nn.Module] = {}
+    if config.train_unet:
+        components["unet"] = model.unet
+        if config.gradient_checkpointing:
+            model.unet.enable_gradient_checkpointing()
+    if config.train_text_encoder:
+        encoder = model.text_encoders["text_encoder"]
+        components["text_encoder"] = encoder
+        if config.gradient_checkpointing:
+            encoder.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+    return components
+
+
+def optimizer_choice(config: LoraTrainingConfig) -> tuple[OptimizerChoice, str]:
+    choice = choose_optimizer(config.optimizer_type, config.optimizer_args)
+    scheduler = config.lr_scheduler
+    if choice.relative_step and scheduler != "adafactor":
+        logger.warning("Adafactor with relative_step sets its own lr: lr_scheduler is adafactor")
+        scheduler = "adafactor"
+    return choice, scheduler
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    dataset: TrainingDataset
+    plan_text: str
+    total_steps: int
+    epochs: int
+    facts: dict[str, Any]
+
+
+def prepare_data(config: LoraTrainingConfig, accelerator: Accelerator, seed: int) -> PreparedData:
+    length = check_token_length(config.max_token_length)
+    dataset = TrainingDataset(dataset_spec(config), seed=seed, tokenizer_max_length=length)
+    plan = step_plan(
+        dataset,
+        max_train_epochs=config.max_train_epochs,
+        max_train_steps=config.max_train_steps,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_processes=accelerator.num_processes,
+    )
+    facts = {
+        "num_train_images": plan.num_train_images,
+        "num_reg_images": plan.num_reg_images,
+        "batches_per_epoch": plan.batches_per_epoch,
+        "epochs": plan.epochs,
+        "total_steps": plan.total_steps,
+        "dataset_dirs": dataset.dataset_dirs(),
+        "reg_dataset_dirs": dataset.reg_dataset_dirs(),
+        "tag_frequency": dataset.tag_frequency(),
+        "bucket_info": dataset.bucket_info() if config.enable_bucket else None,
+    }
+    return PreparedData(dataset, format_step_plan(plan), plan.total_steps, plan.epochs, facts)
+
+
+def cache_latents(
+    config: LoraTrainingConfig, data: PreparedData, model: LoadedModel, seed: int
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            pixels = images.to(model.device, model.vae_dtype)
+            sampled: torch.Tensor = model.vae.encode(pixels).latent_dist.sample(generator=generator)
+        return sampled.float().cpu()  # unscaled, as kohya caches them
+
+    data.dataset.cache_latents(
+        encode, to_disk=config.cache_latents_to_disk, encoder_name=model.vae_source
+    )
+
+
+def resume_fingerprint(
+    config: LoraTrainingConfig, total_steps: int, processes: int
+) -> dict[str, Any]:
+    conv_dim, conv_alpha = config.conv_settings
+    return {
+        "seed": config.seed,
+        "train_batch_size": config.train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "num_processes": processes,
+        "max_train_steps": total_steps,
+        "network_dim": config.network_dim,
+        "network_alpha": config.network_alpha,
+        "conv_dim": conv_dim,
+        "conv_alpha": conv_alpha,
+        "train_unet": config.train_unet,
+        "train_text_encoder": config.train_text_encoder,
+        "optimizer_type": config.optimizer_type.lower(),
+        "lr_scheduler": config.lr_scheduler,
+    }
+
+
+def tensorboard_dir(config: LoraTrainingConfig) -> Path | None:
+    """Where TensorBoard logs go: with `log_with` tensorboard/all, or unset when the package
+    is installed (CSV logs are always written); None for `log_with = "none"`."""
+    wanted = config.log_with in ("tensorboard", "all")
+    if config.log_with == "none" or not (wanted or importlib.util.find_spec("tensorboard")):
+        return None
+    return (config.logging_dir or config.output_dir / "logs") / config.output_name

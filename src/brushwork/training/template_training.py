@@ -1,0 +1,299 @@
+"""What textual-inversion and hypernetwork training share (A1111's Train tab): options, prompt
+templates, captions, the image folder, latent sampling, and the engine settings.
+
+Prompt templates (`templates/*.txt`, or any file): one prompt per line, one picked at random for
+each image at each step; ``[name]`` becomes the embedding's trigger (hypernetworks: the
+hypernetwork's name) and ``[filewords]`` the image's caption: its `.txt` file, or else the file
+name without leading numbers and dashes (A1111's rule). Shipped: `subject`, `subject_filewords`,
+`style`, `style_filewords`, `hypernetwork`, `filewords`, `none`.
+
+The image folder is A1111's flat folder of images (+ `.txt` captions), or kohya's
+`<repeats>_<name>` sub-folders. Latent sampling (A1111's `latent_sampling_method`): ``once``
+encodes each image once with one random sample, ``deterministic`` uses the distribution's mean,
+``random`` draws a new sample at every step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from brushwork.core.errors import ConfigError
+from brushwork.loading import LoadedModel
+from brushwork.training.config_file import ConfigSource, _config_error, sort_options
+from brushwork.training.data import DatasetSpec, SubsetSpec, TrainingDataset, dreambooth_subsets
+from brushwork.training.data.spec import IMAGE_EXTENSIONS, parse_folder_name
+from brushwork.training.engine import LoopSettings
+from brushwork.training.lr_schedule import LearnRateSchedule, parse_learn_schedule
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_NAMES = (
+    "subject",
+    "subject_filewords",
+    "style",
+    "style_filewords",
+    "hypernetwork",
+    "filewords",
+    "none",
+)
+LATENT_SAMPLING = ("once", "deterministic", "random")
+_LEADING_NUMBERS = re.compile(r"^[-\d]+\s*")
+
+
+class TemplateTrainingConfig(BaseModel):
+    """Options shared by embedding and hypernetwork runs: sd-scripts names where sd-scripts has
+    the option, A1111's otherwise (`template_filename`, `latent_sampling_method`, ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pretrained_model_name_or_path: str
+    vae: str | None = None
+    train_data_dir: Path
+    output_dir: Path = Path("output")
+    output_name: str = "last"
+    resolution: tuple[int, int] = (512, 512)
+    train_batch_size: int = Field(1, ge=1)
+    caption_extension: str | None = None
+    shuffle_tags: bool = False  # A1111: shuffle the caption's tags (split by ",")
+    tag_drop_out: float = Field(0.0, ge=0, le=1)  # A1111: drop each tag with this probability
+    template_filename: str = "style_filewords"
+    latent_sampling_method: Literal["once", "deterministic", "random"] = "once"
+    clip_skip: int | None = Field(None, ge=1)
+    learning_rate: str = "0.005"  # A1111 schedule syntax
+    max_train_steps: int = Field(1600, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_grad_norm: float = Field(0.0, ge=0)  # A1111 default: no clipping
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int | None = Field(None, ge=0)
+    save_every_n_steps: int | None = Field(500, ge=1)
+    save_state: bool = False
+    save_state_on_train_end: bool = False
+    resume: Path | None = None
+    sample_prompts: Path | None = None
+    sample_every_n_steps: int | None = Field(None, ge=1)
+    sample_sampler: str = "ddim"
+    sample_at_first: bool = False
+    logging_dir: Path | None = None
+
+    @field_validator("learning_rate", mode="before")
+    @classmethod
+    def _rate_text(cls, value: Any) -> str:
+        return str(value)
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution(cls, value: Any) -> tuple[int, int]:
+        from brushwork.training.data.spec import normalize_resolution
+
+        width, height = normalize_resolution(value)
+        if width % 8 or height % 8:
+            raise ValueError(f"{value!r}: each side must be a multiple of 8")
+        return width, height
+
+    @field_validator("output_name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value or "/" in value or "\\" in value or value in {".", ".."}:
+            raise ValueError(f"{value!r} must be a file name without folders")
+        return value
+
+    def schedule(self) -> LearnRateSchedule:
+        return parse_learn_schedule(self.learning_rate, self.max_train_steps)
+
+
+ConfigT = TypeVar("ConfigT", bound=TemplateTrainingConfig)
+
+
+def resolve_options(
+    config_class: type[ConfigT], *sources: ConfigSource | Mapping[str, Any]
+) -> tuple[ConfigT, tuple[str, ...]]:
+    """Merge option sources (later wins), validate them as `config_class`; warnings back."""
+    merged: dict[str, Any] = {}
+    warnings: list[str] = []
+    known = tuple(config_class.model_fields)
+    for source in sources:
+        if not isinstance(source, ConfigSource):
+            source = sort_options(source, known=known)
+        for note in source.notes:
+            logger.info(note)
+        warnings.extend(source.warnings)
+        merged.update({k: v for k, v in source.values.items() if v is not None})
+    for required in ("pretrained_model_name_or_path", "train_data_dir"):
+        if required not in merged:
+            raise ConfigError(f"{required} is not set", hint="set it in the TOML or by a flag")
+    try:
+        config = config_class(**merged)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    config.schedule()  # the schedule syntax is checked before any work
+    if config.sample_every_n_steps and config.sample_prompts is None:
+        raise ConfigError("sample_every_n_steps needs sample_prompts (a prompts file)")
+    return config, tuple(warnings)
+
+
+# ---- templates and captions -------------------------------------------------------------------
+
+
+def read_template(name_or_path: str | Path) -> tuple[str, ...]:
+    """The prompt lines of a shipped template (by name, with or without `.txt`) or a file."""
+    text = str(name_or_path)
+    stem = text.removesuffix(".txt")
+    if stem in TEMPLATE_NAMES:
+        resource = importlib.resources.files("brushwork.training") / "templates" / f"{stem}.txt"
+        content = resource.read_text(encoding="utf-8")
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"prompt template {text!r} is neither a shipped template nor a file",
+                hint=f"use one of {', '.join(TEMPLATE_NAMES)} or a path to a .txt file",
+            )
+        content = path.read_text(encoding="utf-8")
+    lines = tuple(line.strip() for line in content.splitlines() if line.strip())
+    if not lines:
+        raise ConfigError(f"prompt template {text!r} has no lines")
+    return lines
+
+
+def filewords(caption: str, image: Path) -> str:
+    """The caption, or (empty) the file name without leading numbers/dashes (A1111)."""
+    if caption.strip():
+        return caption
+    return _LEADING_NUMBERS.sub("", image.stem)
+
+
+def fill_template(line: str, name: str, words: str) -> str:
+    return line.replace("[name]", name).replace("[filewords]", words)
+
+
+def batch_prompts(
+    batch: Any, lines: Sequence[str], name: str, generator: torch.Generator
+) -> list[str]:
+    """One filled template line per sample of `batch`, picked with the batch's generator."""
+    picks = torch.randint(len(lines), (len(batch.captions),), generator=generator).tolist()
+    return [
+        fill_template(lines[pick], name, filewords(caption, path))
+        for pick, caption, path in zip(picks, batch.captions, batch.paths, strict=True)
+    ]
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def image_dataset(config: TemplateTrainingConfig, seed: int) -> TrainingDataset:
+    """The folder as kohya subsets (`<repeats>_<name>` folders) or one flat subset."""
+    root = Path(config.train_data_dir)
+    if not root.is_dir():
+        raise ConfigError(f"train_data_dir {root} is not a folder")
+    options: dict[str, Any] = {
+        "caption_extension": config.caption_extension or ".txt",
+        "shuffle_caption": config.shuffle_tags,
+        "caption_tag_dropout_rate": config.tag_drop_out,
+    }
+    has_images = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir() if p.is_file())
+    kohya = any(p.is_dir() and parse_folder_name(p.name) for p in root.iterdir())
+    if kohya and not has_images:
+        subsets = dreambooth_subsets(root, **options)
+    else:
+        subsets = (SubsetSpec(image_dir=root, **options),)
+    spec = DatasetSpec(subsets, resolution=config.resolution, batch_size=config.train_batch_size)
+    return TrainingDataset(spec, seed=seed, tokenizer_max_length=75)
+
+
+def sample_latents(
+    model: LoadedModel, images: torch.Tensor, generator: torch.Generator, *, mean: bool = False
+) -> torch.Tensor:
+    """Unscaled VAE latents of images in [-1, 1]: one sample, or the mean."""
+    with torch.no_grad():
+        pixels = images.to(model.device, model.vae_dtype)
+        dist = model.vae.encode(pixels).latent_dist
+        latents: torch.Tensor = dist.mean if mean else dist.sample(generator=generator)
+    return latents.float()
+
+
+class LatentSource:
+    """Scaled latents of a batch by A1111's latent sampling method: `once` (one sample per
+    image, kept; its noise seeded by the image's path, so a resumed run gets the same),
+    `deterministic` (the mean, kept) or `random` (a new sample at every step)."""
+
+    def __init__(self, model: LoadedModel, method: str, seed: int) -> None:
+        if method not in LATENT_SAMPLING:
+            raise ConfigError(f"latent_sampling_method {method!r}: use one of {LATENT_SAMPLING}")
+        self.model = model
+        self.method = method
+        self.seed = seed
+        self._kept: dict[tuple[str, bool], torch.Tensor] = {}
+
+    def __call__(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        scale = self.model.vae_scaling_factor
+        if self.method == "random":
+            return sample_latents(self.model, batch.images, generator) * scale
+        flips = batch.flipped or (False,) * len(batch.paths)
+        rows = []
+        for i, (path, flip) in enumerate(zip(batch.paths, flips, strict=True)):
+            key = (str(path), bool(flip))
+            if key not in self._kept:
+                digest = hashlib.sha256(f"{self.seed}:{key}".encode()).digest()
+                own = torch.Generator().manual_seed(int.from_bytes(digest[:7], "big"))
+                mean = self.method == "deterministic"
+                image = batch.images[i : i + 1]
+                self._kept[key] = sample_latents(self.model, image, own, mean=mean).cpu()
+            rows.append(self._kept[key])
+        return torch.cat(rows).to(self.model.device) * scale
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepCount:
+    total_steps: int
+    epochs: int
+
+
+def step_count(
+    dataset: TrainingDataset, schedule: LearnRateSchedule, accumulation: int, processes: int
+) -> StepCount:
+    """Steps = where the schedule ends (A1111 stops there); epochs enough to reach them."""
+    per_process = -(-dataset.total_batches // processes)
+    per_epoch = max(1, -(-per_process // accumulation))
+    total = schedule.end_step
+    return StepCount(total, -(-total // per_epoch))
+
+
+def loop_settings(
+    config: TemplateTrainingConfig,
+    steps: StepCount,
+    suffix: str,
+    fingerprint: dict[str, Any],
+) -> LoopSettings:
+    return LoopSettings(
+        output_dir=config.output_dir,
+        output_name=config.output_name,
+        file_suffix=suffix,
+        total_steps=steps.total_steps,
+        total_epochs=steps.epochs,
+        seed=config.seed or 0,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_grad_norm=config.max_grad_norm,
+        save_every_n_steps=config.save_every_n_steps,
+        save_state=config.save_state,
+        save_state_on_train_end=config.save_state_on_train_end,
+        sample_every_n_steps=config.sample_every_n_steps,
+        sample_at_first=config.sample_at_first,
+        resume=config.resume,
+        tensorboard_dir=None,
+        fingerprint=fingerprint,
+        divergence_hints=("lower the learning rate (schedule)",),
+        step_save_stem="{name}-{step}",
+    )

@@ -1,0 +1,245 @@
+"""Textual inversion training on a tiny SD1 model: files, cadence, frozen model, resume."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brushwork.core.errors import ConfigError
+from brushwork.formats.embedding import read_embedding
+from brushwork.loading import LoadedModel, load_model
+from brushwork.training.lr_schedule import parse_learn_schedule
+from brushwork.training.template_training import filewords, read_template, resolve_options
+from brushwork.training.textual_inversion import (
+    EmbeddingTrainingConfig,
+    initial_vectors,
+    train_embedding,
+)
+
+
+def flat_image_folder(root: Path, count: int = 4) -> Path:
+    """A1111's layout: a flat folder of 32x32 images, two with .txt captions."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"{i:02d}-red cat.png")
+        if i % 2 == 0:
+            (root / f"{i:02d}-red cat.txt").write_text(f"a red cat, tag{i}", encoding="utf-8")
+    return root
+
+
+def ti_config(base: Path, data: Path, output: Path, **options: Any) -> EmbeddingTrainingConfig:
+    values: dict[str, Any] = {
+        "pretrained_model_name_or_path": str(base),
+        "train_data_dir": str(data),
+        "output_dir": str(output),
+        "output_name": "kitty",
+        "resolution": 64,
+        "train_batch_size": 2,
+        "max_train_steps": 4,
+        "learning_rate": "0.05:2, 0.01",
+        "num_vectors_per_token": 2,
+        "init_word": "cat",
+        "save_every_n_steps": 2,
+        "template_filename": "subject_filewords",
+        "seed": 3,
+    }
+    config, _ = resolve_options(EmbeddingTrainingConfig, values | options)
+    return config
+
+
+def fingerprint(model: LoadedModel) -> dict[str, str]:
+    out = {}
+    for component, module in model.modules().items():
+        for key, tensor in module.state_dict().items():
+            data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+            out[f"{component}.{key}"] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("text", "max_steps", "pieces"),
+    [
+        ("0.005", 1000, ((0.005, 1000),)),
+        ("0.005:100, 1e-3:1000, 1e-5", 3000, ((0.005, 100), (1e-3, 1000), (1e-5, 3000))),
+        ("0.005:100, 1e-3:1000, 1e-5", 500, ((0.005, 100), (1e-3, 500))),
+        ("0.01:-1, 0.5", 200, ((0.01, 200),)),
+        ("0.1:50, 0.2:20, 0.3:80", 1000, ((0.1, 50), (0.3, 80))),
+        (" 0.1:10 ,, 0.2:30 ", 1000, ((0.1, 10), (0.2, 30))),
+    ],
+)
+def test_learn_schedule_follows_a1111(
+    text: str, max_steps: int, pieces: tuple[tuple[float, int], ...]
+) -> None:
+    schedule = parse_learn_schedule(text, max_steps)
+    assert schedule.pieces == pieces
+    assert schedule.end_step == pieces[-1][1]
+
+
+def test_learn_schedule_rates_by_steps_done() -> None:
+    schedule = parse_learn_schedule("0.005:100, 1e-3:1000, 1e-5", 3000)
+    assert [schedule.rate_at(s) for s in (0, 99, 100, 999, 1000, 2999)] == [
+        0.005,
+        0.005,
+        1e-3,
+        1e-3,
+        1e-5,
+        1e-5,
+    ]
+
+
+@pytest.mark.parametrize("bad", ["", "fast", "0.1:ten", "-0.1", "0.1:abc, 0.2"])
+def test_learn_schedule_rejects_bad_syntax(bad: str) -> None:
+    with pytest.raises(ConfigError, match="learning-rate schedule"):
+        parse_learn_schedule(bad, 100)
+
+
+def test_templates_and_filewords() -> None:
+    lines = read_template("subject_filewords.txt")
+    assert all("[name]" in line and "[filewords]" in line for line in lines)
+    assert read_template("style") and read_template("none")
+    assert filewords("", Path("00012-a red cat.png")) == "a red cat"
+    assert filewords("given caption", Path("1-x.png")) == "given caption"
+    with pytest.raises(ConfigError, match="neither a shipped template"):
+        read_template("no_such_template")
+
+
+def test_initial_vectors_spread_init_tokens() -> None:
+    from brushwork.testing.factory import build_components, tokenizer
+
+    encoder = build_components("sd1").text_encoders["text_encoder"]
+    table = encoder.get_input_embeddings()
+    tok = tokenizer()
+    ids = tok("red cat", add_special_tokens=False).input_ids
+    vectors = initial_vectors(tok, table, "red cat", 4)
+    expected = [ids[i * len(ids) // 4] for i in range(4)]
+    assert torch.equal(vectors, table.weight[expected].detach())
+    assert torch.count_nonzero(initial_vectors(tok, table, "", 2)) == 0
+
+
+def test_trains_only_the_embedding_and_writes_a1111_files(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    config = ti_config(tiny_checkpoint, data, tmp_path / "out")
+    model = load_model(tiny_checkpoint, device="cpu", precision="fp32", vae="none")
+    for module in model.modules().values():
+        module.requires_grad_(False)
+    before = fingerprint(model)
+    outcome = train_embedding(config, tiny_checkpoint, model=model)
+    assert fingerprint(model) == before  # nothing but the new vectors was trained
+    assert isinstance(
+        model.text_encoders["text_encoder"].get_input_embeddings(), torch.nn.Embedding
+    )
+
+    out = tmp_path / "out"
+    assert outcome.result.final_file == out / "kitty.pt"
+    assert [p.name for p in outcome.result.saved_files] == ["kitty-2.pt", "kitty.pt"]
+    final = read_embedding(out / "kitty.pt")
+    early = read_embedding(out / "kitty-2.pt")
+    assert final.source_format == "a1111"
+    width = model.text_encoders["text_encoder"].get_input_embeddings().weight.shape[1]
+    assert final.vectors["text_encoder"].shape == (2, width)
+    assert final.step == 4 and early.step == 2
+    assert final.sd_checkpoint is not None and len(final.sd_checkpoint) == 10
+    assert final.sd_checkpoint_name == tiny_checkpoint.stem
+    table = model.text_encoders["text_encoder"].get_input_embeddings()
+    start = initial_vectors(model.tokenizers["text_encoder"], table, "cat", 2)
+    assert not torch.equal(final.vectors["text_encoder"], start)  # it learned something
+    assert not torch.equal(final.vectors["text_encoder"], early.vectors["text_encoder"])
+
+
+def test_embedding_loads_in_diffusers(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from brushwork.testing.factory import build_components, tokenizer
+
+    data = flat_image_folder(tmp_path / "data")
+    config = ti_config(tiny_checkpoint, data, tmp_path / "out", max_train_steps=1)
+    train_embedding(config, tiny_checkpoint)
+    trained = read_embedding(tmp_path / "out" / "kitty.pt").vectors["text_encoder"]
+    parts = build_components("sd1")
+    from diffusers import DDIMScheduler
+
+    pipe = StableDiffusionPipeline(
+        vae=parts.vae,
+        text_encoder=parts.text_encoders["text_encoder"],
+        tokenizer=tokenizer(),
+        unet=parts.unet,
+        scheduler=DDIMScheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.load_textual_inversion(str(tmp_path / "out" / "kitty.pt"), token="<kitty>")
+    assert pipe.maybe_convert_prompt("<kitty>", pipe.tokenizer) == "<kitty> <kitty>_1"
+    ids = pipe.tokenizer.convert_tokens_to_ids(["<kitty>", "<kitty>_1"])
+    rows = pipe.text_encoder.get_input_embeddings().weight[ids].detach()
+    assert torch.allclose(rows, trained)
+
+
+def test_safetensors_output_and_resume_matches_one_run(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    once = train_embedding(
+        ti_config(tiny_checkpoint, data, tmp_path / "a", save_model_as="safetensors"),
+        tiny_checkpoint,
+    )
+    assert once.result.final_file.name == "kitty.safetensors"
+    whole = read_embedding(once.result.final_file)
+    assert whole.source_format == "safetensors"
+
+    first = ti_config(
+        tiny_checkpoint, data, tmp_path / "b", save_model_as="safetensors", save_state=True
+    )
+    train_embedding(first, tiny_checkpoint)
+    state = tmp_path / "b" / "kitty-2-state"
+    assert state.is_dir()
+    resumed = train_embedding(
+        ti_config(tiny_checkpoint, data, tmp_path / "c", save_model_as="safetensors", resume=state),
+        tiny_checkpoint,
+    )
+    again = read_embedding(resumed.result.final_file)
+    assert torch.allclose(again.vectors["text_encoder"], whole.vectors["text_encoder"], atol=1e-6)
+
+
+def test_bad_options_fail_before_work(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    with pytest.raises(ConfigError, match="learning-rate schedule"):
+        ti_config(tiny_checkpoint, data, tmp_path / "o", learning_rate="fast")
+    with pytest.raises(ConfigError, match="num_vectors_per_token"):
+        ti_config(tiny_checkpoint, data, tmp_path / "o", num_vectors_per_token=0)
+
+
+def test_cli_trains_an_embedding_from_a_toml(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from brushwork.cli.train_cmd import train_app
+
+    data = flat_image_folder(tmp_path / "data")
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        f'pretrained_model_name_or_path = "{tiny_checkpoint}"\n'
+        f'train_data_dir = "{data}"\noutput_dir = "{tmp_path / "out"}"\n'
+        'output_name = "kitty"\nresolution = 64\nmax_train_steps = 2\ninit_word = "cat"\n'
+        'num_vectors_per_token = 2\nlearning_rate = "0.01"\nseed = 1\nbogus_option = 3\n',
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    dry = runner.invoke(train_app, ["embedding", "--config", str(toml), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "num_vectors_per_token = 2" in dry.stdout
+    assert "bogus_option" in dry.output  # warned about, not applied
+    result = runner.invoke(train_app, ["embedding", "--config", str(toml), "--template", "subject"])
+    assert result.exit_code == 0, result.output
+    assert read_embedding(tmp_path / "out" / "kitty.pt").step == 2
+    bad = runner.invoke(train_app, ["embedding", "--config", str(toml), "--learning-rate", "x"])
+    assert bad.exit_code == 1 and "learning-rate schedule" in bad.output
