@@ -7,8 +7,12 @@ import typer
 from brushwork.cli import inspect_cmd
 from brushwork.cli.demo_cmd import demo_app
 from brushwork.cli.dev_cmd import dev_app
+from brushwork.cli.generate_cmd import generate, img2img
 from brushwork.cli.models_cmd import models_app
 from brushwork.cli.prompt_cmd import pnginfo, prompt_app
+from brushwork.cli.serve_cmd import serve
+from brushwork.cli.tools_cmd import lora_app, merge
+from brushwork.cli.train_cmd import train_app
 
 app = typer.Typer(
     name="brushwork",
@@ -24,12 +28,18 @@ def main() -> None:
     """A workshop for Stable Diffusion models (A1111, kohya-ss and diffusers compatible)."""
 
 
+app.command("generate")(generate)
+app.command("img2img")(img2img)
 app.command("inspect")(inspect_cmd.inspect)
 app.add_typer(models_app, name="models")
 app.add_typer(dev_app, name="dev")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(demo_app, name="demo")
 app.command("pnginfo")(pnginfo)
+app.command("serve")(serve)
+app.add_typer(train_app, name="train")
+app.command("merge")(merge)
+app.add_typer(lora_app, name="lora")
 
 
 def run() -> None:
