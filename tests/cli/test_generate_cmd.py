@@ -166,3 +166,16 @@ def test_ctrl_c_first_stops_at_the_next_step_then_at_once() -> None:
         with pytest.raises(KeyboardInterrupt):
             handler(signal.SIGINT, None)
     assert signal.getsignal(signal.SIGINT) is not handler  # the previous handler is back
+
+
+def test_compile_setting_turns_on_the_compiled_path_like_the_flag() -> None:
+    from dataclasses import replace as _replace
+
+    from brushwork.cli.generate_cmd import CommonOptions, with_settings
+    from brushwork.core.settings import Settings
+
+    fields = dict.fromkeys(CommonOptions.__dataclass_fields__)
+    options = CommonOptions(**(fields | {"compile": False, "roots": ()}))  # type: ignore[arg-type]
+    assert with_settings(options, Settings(compile_unet=True)).compile is True
+    assert with_settings(options, Settings()).compile is False
+    assert with_settings(_replace(options, compile=True), Settings()).compile is True

@@ -16,7 +16,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -231,8 +231,9 @@ def progress_bar(console: Console) -> Progress:
 
 
 def run_job(
-    request: GenerationRequest,
     options: CommonOptions,
+    *,
+    request: GenerationRequest,
     model: LoadedModel,
     library: Library,
     known_hashes: dict[str, str] | None = None,
@@ -311,6 +312,11 @@ CompileOption = Annotated[
     bool,
     typer.Option("--compile", help="Compile the UNet (torch.compile; CUDA graphs on a GPU)."),
 ]
+
+
+def with_settings(options: CommonOptions, settings: Settings) -> CommonOptions:
+    """Options as the flags gave them, with what Settings turns on (`compile_unet`)."""
+    return replace(options, compile=options.compile or settings.compile_unet)
 
 
 def _common(**values: Any) -> CommonOptions:
@@ -403,7 +409,13 @@ def _generate(
         request = GenerationRequest(**values)
     model, library = load_for(options, settings, recorded)
     known = dict(recorded.lora_hashes) if recorded is not None else None
-    run_job(request, options, model, library, known)
+    run_job(
+        with_settings(options, settings),
+        model=model,
+        library=library,
+        request=request,
+        known_hashes=known,
+    )
 
 
 def img2img(
@@ -466,8 +478,9 @@ def img2img(
         from brushwork.generation import GenerationRequest
 
         request = GenerationRequest(**values)
-        loaded, library = load_for(options, _settings(ctx), None)
-        run_job(request, options, loaded, library)
+        settings = _settings(ctx)
+        loaded, library = load_for(options, settings, None)
+        run_job(with_settings(options, settings), model=loaded, library=library, request=request)
 
 
 def _choice(what: str, value: str | None, choices: dict[str, int], field: str) -> dict[str, int]:

@@ -33,3 +33,6 @@ class Settings(BaseModel):
     device: str = "auto"
     precision: Precision = "auto"
     offline: bool = True
+    compile_unet: bool = Field(
+        default=False, description="compile the UNet (torch.compile; CUDA graphs on a GPU)"
+    )
