@@ -291,7 +291,8 @@ def read_safetensors(path: Path | str) -> ModelFile:
     return ModelFile(path, FileFormat.SAFETENSORS, tensors, header.metadata)
 
 
-_ST_TORCH_DTYPES = {
+# safetensors dtype names <-> torch dtypes (the one table; others import it)
+SAFETENSORS_TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
     "U8": torch.uint8,
     "I8": torch.int8,
@@ -302,6 +303,9 @@ _ST_TORCH_DTYPES = {
     "BF16": torch.bfloat16,
     "F32": torch.float32,
     "F64": torch.float64,
+}
+TORCH_SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
+    dtype: name for name, dtype in SAFETENSORS_TORCH_DTYPES.items()
 }
 
 
@@ -319,7 +323,7 @@ def read_selected_tensors(
     with path.open("rb") as handle:
         for name in names:
             info = header.tensors[name]
-            dtype = _ST_TORCH_DTYPES.get(info.dtype)
+            dtype = SAFETENSORS_TORCH_DTYPES.get(info.dtype)
             if dtype is None:
                 raise CorruptModelError(
                     path, f"tensor {name!r} has dtype {info.dtype}, not readable here"
@@ -369,7 +373,7 @@ def read_tensors_cast(
     with path.open("rb", buffering=0) as handle:
         for name in names:
             info = header.tensors[name]
-            stored = _ST_TORCH_DTYPES.get(info.dtype)
+            stored = SAFETENSORS_TORCH_DTYPES.get(info.dtype)
             if stored is None:
                 raise CorruptModelError(
                     path, f"tensor {name!r} has dtype {info.dtype}, not readable here"

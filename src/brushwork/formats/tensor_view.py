@@ -17,21 +17,15 @@ import torch
 
 from brushwork.core.kinds import FileFormat
 from brushwork.formats.pickle_contents import read_pickle_contents
-from brushwork.formats.safeio import read_header, read_selected_tensors, sniff_format
+from brushwork.formats.safeio import (
+    TORCH_SAFETENSORS_DTYPES,
+    read_header,
+    read_selected_tensors,
+    sniff_format,
+)
 
 # torch dtypes under the names safetensors headers use, so both formats report alike
-TORCH_DTYPE_NAMES: dict[torch.dtype, str] = {
-    torch.bool: "BOOL",
-    torch.uint8: "U8",
-    torch.int8: "I8",
-    torch.int16: "I16",
-    torch.int32: "I32",
-    torch.int64: "I64",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float32: "F32",
-    torch.float64: "F64",
-}
+TORCH_DTYPE_NAMES = TORCH_SAFETENSORS_DTYPES
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -22,20 +22,10 @@ import torch
 
 from brushwork.core.errors import ConfigError
 from brushwork.core.fsutil import atomic_writer
+from brushwork.formats.safeio import TORCH_SAFETENSORS_DTYPES
 
 HEADER_ALIGNMENT = 8
-ST_DTYPES: dict[torch.dtype, str] = {
-    torch.bool: "BOOL",
-    torch.uint8: "U8",
-    torch.int8: "I8",
-    torch.int16: "I16",
-    torch.int32: "I32",
-    torch.int64: "I64",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float32: "F32",
-    torch.float64: "F64",
-}
+ST_DTYPES = TORCH_SAFETENSORS_DTYPES
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import torch
 
 from brushwork.core.kinds import FileFormat
 from brushwork.formats.safeio import (
+    SAFETENSORS_TORCH_DTYPES,
     SafetensorsHeader,
     read_header,
     read_model_file,
@@ -30,18 +31,6 @@ LEGACY_CLIP_PREFIX = "cond_stage_model.transformer."
 MODERN_CLIP_PREFIX = "cond_stage_model.transformer.text_model."
 
 _FLOATING = {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"}
-_DTYPES = {
-    "BOOL": torch.bool,
-    "U8": torch.uint8,
-    "I8": torch.int8,
-    "I16": torch.int16,
-    "I32": torch.int32,
-    "I64": torch.int64,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-}
 
 
 def modern_name(name: str) -> str:
@@ -82,7 +71,9 @@ class TensorSource:
             header = read_header(path)
             infos = header.tensors
             shapes = {n: i.shape for n, i in infos.items()}
-            dtypes = {n: _DTYPES.get(i.dtype, torch.uint8) for n, i in infos.items()}
+            dtypes = {
+                n: SAFETENSORS_TORCH_DTYPES.get(i.dtype, torch.uint8) for n, i in infos.items()
+            }
             return cls(path, FileFormat.SAFETENSORS, shapes, dtypes, header.metadata, header=header)
         model_file = read_model_file(path)
         tensors = model_file.tensors
