@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
+from brushwork.core.errors import ConfigError
 from brushwork.formats.hypernetwork import read_hypernetwork
 from brushwork.loading import load_model
 from brushwork.patching.hypernetwork import HypernetworkApplication, apply_hypernetworks
@@ -93,3 +95,91 @@ def test_hypernetwork_resume_matches_one_run(tiny_checkpoint: Path, tmp_path: Pa
         for key in k:
             assert torch.allclose(k[key], two.layers[width][0][key], atol=1e-6)
             assert torch.allclose(v[key], two.layers[width][1][key], atol=1e-6)
+
+
+def test_create_options_reach_the_file_and_weights_continue_it(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    first = train_hypernetwork(
+        hn_config(
+            tiny_checkpoint,
+            data,
+            tmp_path / "a",
+            layer_structure="1, 1.5, 1",
+            use_dropout=True,
+            dropout_structure="0, 0.3, 0",
+            weight_initialization="XavierNormal",
+            enable_sizes="32",
+            max_train_steps=2,
+        ),
+        tiny_checkpoint,
+    )
+    made = read_hypernetwork(first.result.final_file)
+    assert made.layer_structure == [1.0, 1.5, 1.0] and made.use_dropout
+    assert (
+        made.dropout_structure == [0.0, 0.3, 0.0] and made.weight_initialization == "XavierNormal"
+    )
+    assert list(made.widths) == [32] and made.is_layer_norm
+    again = train_hypernetwork(
+        hn_config(
+            tiny_checkpoint,
+            data,
+            tmp_path / "b",
+            weights=str(first.result.final_file),
+            learning_rate="0",
+            max_train_steps=1,
+        ),
+        tiny_checkpoint,
+    )
+    continued = read_hypernetwork(again.result.final_file)
+    assert continued.layer_structure == [1.0, 1.5, 1.0]  # the file's own structure
+    for width, (k, v) in made.layers.items():
+        assert all(torch.equal(k[key], continued.layers[width][0][key]) for key in k)
+        assert all(torch.equal(v[key], continued.layers[width][1][key]) for key in v)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"layer_structure": "2, 2, 1"}, "must start and end with 1"),
+        ({"dropout_structure": "0, 0.3, 0"}, "use_dropout is false"),
+        ({"use_dropout": True, "dropout_structure": "0, 0.3"}, "one value per"),
+    ],
+)
+def test_bad_create_options_fail_before_work(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        hn_config(tmp_path / "m.safetensors", tmp_path, tmp_path / "o", **options)
+
+
+def test_cli_reads_a1111_names_from_toml_and_flags(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from brushwork.cli.train_cmd import train_app
+
+    toml = tmp_path / "hn.toml"
+    toml.write_text(
+        'pretrained_model_name_or_path = "m.safetensors"\ntrain_data_dir = "d"\n'
+        'layer_structure = "1, 2, 2, 1"\nactivation_func = "swish"\nenable_sizes = "768, 320"\n'
+        'learning_rate = "5e-5:100, 1e-5"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        train_app,
+        ["hypernetwork", "--config", str(toml), "--layer-norm", "--dropout-structure",
+         "0, 0.1, 0.1, 0", "--weight-initialization", "KaimingUniform", "--dry-run"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for line in (
+        "layer_structure = [1.0, 2.0, 2.0, 1.0]",
+        'activation_func = "swish"',
+        'enable_sizes = "768,320"',  # two numbers are written like a resolution; read back
+        "is_layer_norm = true",
+        "use_dropout = true",
+        "dropout_structure = [0.0, 0.1, 0.1, 0.0]",
+        'weight_initialization = "KaimingUniform"',
+        'learning_rate = "5e-5:100, 1e-5"',
+    ):
+        assert line in result.stdout

@@ -291,3 +291,23 @@ def test_brushwork_generation_draws_with_the_trained_file(
         "Lora hashes" in with_lora.generated[0].infotext
         and "mycat" in with_lora.generated[0].infotext
     )
+
+
+@pytest.mark.parametrize("to_disk", [False, True])
+def test_cached_latents_follow_the_vae_s_own_downscale(
+    tiny_checkpoint: Path, tmp_path: Path, to_disk: bool
+) -> None:
+    """The tiny VAE halves the picture (SD's divides by 8): caching must use the model's factor,
+    and a second run reuses the disk cache it wrote."""
+    data = make_image_folder(tmp_path / "data", count=2)
+    options = {"cache_latents": True, "cache_latents_to_disk": to_disk, "max_train_steps": 2}
+    first = train_lora(
+        lora_config(tiny_checkpoint, data, tmp_path / "a", **options), tiny_checkpoint
+    )
+    assert first.result.steps == 2
+    if to_disk:
+        caches = sorted(data.rglob("*.npz"))
+        assert caches
+        stamps = [p.stat().st_mtime_ns for p in caches]
+        train_lora(lora_config(tiny_checkpoint, data, tmp_path / "b", **options), tiny_checkpoint)
+        assert [p.stat().st_mtime_ns for p in caches] == stamps  # reused, not rewritten

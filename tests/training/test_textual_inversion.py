@@ -15,11 +15,21 @@ from brushwork.core.errors import ConfigError
 from brushwork.formats.embedding import read_embedding
 from brushwork.loading import LoadedModel, load_model
 from brushwork.training.lr_schedule import parse_learn_schedule
-from brushwork.training.template_training import filewords, read_template, resolve_options
+from brushwork.training.samples import PreviewRequest
+from brushwork.training.template_training import (
+    TEMPLATE_NAMES,
+    LatentSource,
+    filewords,
+    image_dataset,
+    read_template,
+    resolve_options,
+    sample_latents,
+)
 from brushwork.training.textual_inversion import (
     EmbeddingTrainingConfig,
     initial_vectors,
     train_embedding,
+    vector_warnings,
 )
 
 
@@ -243,3 +253,132 @@ def test_cli_trains_an_embedding_from_a_toml(tiny_checkpoint: Path, tmp_path: Pa
     assert read_embedding(tmp_path / "out" / "kitty.pt").step == 2
     bad = runner.invoke(train_app, ["embedding", "--config", str(toml), "--learning-rate", "x"])
     assert bad.exit_code == 1 and "learning-rate schedule" in bad.output
+
+
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+def test_every_shipped_template_reads_with_its_placeholders(name: str) -> None:
+    lines = read_template(name)
+    text = "\n".join(lines)
+    assert ("[name]" in text) == (name.startswith(("subject", "style")))
+    assert ("[filewords]" in text) == (name.endswith("filewords") or name == "hypernetwork")
+
+
+def test_more_vectors_than_images_is_warned_about(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    assert vector_warnings(3, 4) == []
+    (warning,) = vector_warnings(5, 4)
+    assert "5 vectors per token for 4 training images" in warning
+    data = flat_image_folder(tmp_path / "data", count=2)
+    outcome = train_embedding(
+        ti_config(
+            tiny_checkpoint, data, tmp_path / "o", num_vectors_per_token=3, max_train_steps=1
+        ),
+        tiny_checkpoint,
+    )
+    assert any("3 vectors per token for 2 training images" in w for w in outcome.warnings)
+
+
+def test_previews_without_a_prompt_file_draw_the_last_training_prompt(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    seen: list[tuple[PreviewRequest, torch.Tensor]] = []
+
+    def factory(model: LoadedModel, current: Any) -> Any:
+        def preview(request: PreviewRequest) -> list[Image.Image]:
+            seen.append((request, current().vectors["text_encoder"].clone()))
+            return [Image.new("RGB", (request.width, request.height))]
+
+        return preview
+
+    config = ti_config(tiny_checkpoint, data, tmp_path / "out", sample_every_n_steps=2)
+    outcome = train_embedding(config, tiny_checkpoint, preview_factory=factory)
+    assert len(seen) == 2  # steps 2 and 4
+    templates = read_template("subject_filewords")
+    for request, _ in seen:
+        assert (request.width, request.height, request.steps) == (64, 64, 20)
+        assert any(request.prompt.startswith(t.split("[name]")[0] + "kitty") for t in templates)
+    early = read_embedding(tmp_path / "out" / "kitty-2.pt").vectors["text_encoder"]
+    assert torch.equal(seen[0][1], early)  # the preview used the embedding as trained so far
+    final = read_embedding(outcome.result.final_file).vectors["text_encoder"]
+    assert torch.equal(seen[1][1], final)
+    assert len(list((tmp_path / "out" / "sample").glob("kitty_000002_00_*.png"))) == 1
+
+
+def test_gradient_accumulation_makes_fewer_steps_per_epoch(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    data = flat_image_folder(tmp_path / "data")  # 4 images, batch 1: 4 batches per epoch
+    config = ti_config(
+        tiny_checkpoint,
+        data,
+        tmp_path / "out",
+        train_batch_size=1,
+        gradient_accumulation_steps=2,
+        save_every_n_steps=None,
+    )
+    outcome = train_embedding(config, tiny_checkpoint)
+    rows = outcome.result.log_csv.read_text().splitlines()[1:]
+    assert [row.split(",")[:2] for row in rows] == [["1", "1"], ["2", "1"], ["3", "2"], ["4", "2"]]
+
+
+@pytest.mark.parametrize("method", ["once", "deterministic", "random"])
+def test_latent_sampling_methods(tiny_checkpoint: Path, tmp_path: Path, method: str) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    config = ti_config(tiny_checkpoint, data, tmp_path / "o", latent_sampling_method=method)
+    dataset = image_dataset(config, seed=1)
+    batch = dataset.batch_at(0, 0)
+    model = load_model(tiny_checkpoint, device="cpu", precision="fp32", vae="none")
+    source = LatentSource(model, method, seed=3)
+    first = source(batch, torch.Generator().manual_seed(1))
+    second = source(batch, torch.Generator().manual_seed(2))
+    mean = torch.cat(
+        [sample_latents(model, image[None], torch.Generator(), mean=True) for image in batch.images]
+    )
+    is_mean = torch.equal(first, mean * model.vae_scaling_factor)
+    assert is_mean is (method == "deterministic")
+    assert torch.equal(first, second) is (method != "random")  # kept, or drawn every step
+
+
+def test_weights_continue_an_existing_embedding(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    first = train_embedding(ti_config(tiny_checkpoint, data, tmp_path / "a"), tiny_checkpoint)
+    trained = read_embedding(first.result.final_file).vectors["text_encoder"]
+    frozen = ti_config(
+        tiny_checkpoint,
+        data,
+        tmp_path / "b",
+        weights=str(first.result.final_file),
+        learning_rate="0",
+        max_train_steps=1,
+    )
+    again = train_embedding(frozen, tiny_checkpoint)
+    assert torch.equal(read_embedding(again.result.final_file).vectors["text_encoder"], trained)
+    wrong = ti_config(
+        tiny_checkpoint, data, tmp_path / "c", weights=str(first.result.final_file),
+        num_vectors_per_token=3,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="has 2 vectors"):
+        train_embedding(wrong, tiny_checkpoint)
+
+
+def test_trained_embedding_file_is_used_by_brushwork_generation(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from brushwork.conditioning.embeddings import EmbeddingDatabase
+    from brushwork.generation import GenerationRequest, Generator
+
+    data = flat_image_folder(tmp_path / "data")
+    config = ti_config(tiny_checkpoint, data, tmp_path / "out", max_train_steps=1)
+    outcome = train_embedding(config, tiny_checkpoint)
+    model = load_model(tiny_checkpoint, device="cpu", precision="fp32")
+    database = EmbeddingDatabase.for_model([outcome.result.final_file], model)
+    assert "kitty" in database.loaded
+    request = GenerationRequest(prompt="a photo of kitty", width=64, height=64, steps=2, seed=4)
+    generator = Generator(model)
+    result = generator.generate(request, embeddings=database)
+    assert (
+        "TI hashes: " in result.generated[0].infotext and "kitty: " in result.generated[0].infotext
+    )
+    plain = generator.generate(request, embeddings=EmbeddingDatabase())
+    first = np.asarray(result.generated[0].image)
+    assert not np.array_equal(first, np.asarray(plain.generated[0].image))  # the vectors count

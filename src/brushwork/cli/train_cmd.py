@@ -1,10 +1,11 @@
-"""`brushwork train lora ...`: train a LoRA the way kohya sd-scripts' train_network.py does.
+"""`brushwork train lora|embedding|hypernetwork|dreambooth ...`: train the way kohya sd-scripts
+(LoRA, DreamBooth) and A1111's Train tab (embeddings, hypernetworks) do.
 
-Options come from a flat sd-scripts TOML (`--config`, the same keys as sd-scripts'
-`--config_file`), then from flags (`--dataset DIR --base MODEL --output-name NAME ...`), then from
-`--set KEY=VALUE` for any other sd-scripts option; later ones win. The base model is a file or a
+Options come from a flat TOML (`--config`, sd-scripts' `--config_file` keys; A1111's names where
+sd-scripts has none), then from flags (`--dataset DIR --base MODEL --output-name NAME ...`), then
+from `--set KEY=VALUE` for any other option; later ones win. The base model is a file or a
 library name (A1111 name, alias or hash). The resolved options are saved beside the outputs as
-`<output_name>-config.toml`.
+`<output_name>-config.toml`. DreamBooth's commands are in `train_dreambooth_cmd`.
 
 Several processes / GPUs (data parallel): run it unchanged under a launcher,
     accelerate launch --multi_gpu --num_processes 2 -m brushwork.cli.train_cmd lora --config run.toml
@@ -13,50 +14,57 @@ The global batch is train_batch_size x processes x gradient_accumulation_steps. 
 FSDP are chosen in accelerate's own config (`accelerate config`), not here.
 
 Exit codes: 0 done; 1 invalid options, a missing model, or a run that stopped (NaN loss).
-The lead registers `train_app` in cli/main.py: `app.add_typer(train_app, name="train")`.
 """
 
 from __future__ import annotations
 
-import logging
-import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from brushwork.cli.errors import exit_on_error
-from brushwork.core.errors import ConfigError
-from brushwork.core.kinds import ModelKind
-from brushwork.core.settings import Settings
-from brushwork.training.config import check_environment
-from brushwork.training.config_file import (
-    ConfigSource,
-    config_toml,
-    read_config_toml,
-    resolve_config,
-    sort_options,
+from brushwork.cli.train_common import (
+    BaseOption,
+    ConfigOption,
+    DryRunOption,
+    ResumeOption,
+    RootOption,
+    SamplePromptsOption,
+    SetOption,
+    VerboseOption,
+    configure_logging,
+    console,
+    generate_images,
+    generation_available,
+    option_sources,
+    parse_set_options,
+    preview_factory,
+    print_warnings,
+    progress_bar,
+    report_run,
+    resolve_base_model,
+    settings_of,
 )
-from brushwork.training.engine import Hooks
-from brushwork.training.logs import TrainingProgress
+from brushwork.cli.train_dreambooth_cmd import dreambooth_app
+from brushwork.training.config import LoraTrainingConfig, check_environment
+from brushwork.training.config_file import config_toml, resolve_config
 
-logger = logging.getLogger(__name__)
+__all__ = ["parse_set_options", "train_app"]
 
 train_app = typer.Typer(
     name="train",
-    help="Train LoRA networks (kohya sd-scripts compatible options and files).",
+    help="Train LoRA, DreamBooth checkpoints, embeddings and hypernetworks.",
     no_args_is_help=True,
 )
+train_app.add_typer(dreambooth_app, name="dreambooth")
 
 
 @train_app.callback()
 def train() -> None:
-    """Train networks on a checkpoint and an image folder (sd-scripts options and files)."""
+    """Train models on a checkpoint and an image folder (sd-scripts / A1111 options and files)."""
 
 
 # CLI flag -> sd-scripts option
@@ -85,6 +93,7 @@ FLAG_OPTIONS = {
     "seed": "seed",
     "save_every_n_epochs": "save_every_n_epochs",
     "save_every_n_steps": "save_every_n_steps",
+    "save_state": "save_state",
     "resume": "resume",
     "sample_prompts": "sample_prompts",
     "sample_every_n_epochs": "sample_every_n_epochs",
@@ -92,109 +101,10 @@ FLAG_OPTIONS = {
 }
 
 
-def parse_set_options(items: list[str]) -> dict[str, Any]:
-    """`--set key=value`: the value read as a TOML value (numbers, true/false, "strings",
-    [lists]); anything that is not TOML is taken as a plain string."""
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"--set {item!r} is not KEY=VALUE", hint="e.g. --set noise_offset=0.05"
-            )
-        try:
-            values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            values[key.strip()] = raw
-    return values
-
-
-def resolve_base_model(name: str, settings: Settings, roots: list[Path]) -> Path:
-    """A checkpoint file path, or a library name/alias/hash looked up in the library."""
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    from brushwork.library.catalog import Library
-
-    with Library.open(settings, roots) as library:
-        return library.find(name, kind=ModelKind.CHECKPOINT).path
-
-
-def preview_factory(console: Console) -> Any:
-    """A factory that builds previews with `brushwork.generation`, or None with a warning."""
-    try:
-        from brushwork.generation import GenerationRequest, Generator
-    except ImportError as exc:
-        console.print(f"warning: previews are off: brushwork.generation is not available ({exc})")
-        return None
-
-    def factory(model: Any) -> Any:
-        generator = Generator(model)
-
-        def preview(request: Any) -> list[Any]:
-            result = generator.generate(
-                GenerationRequest(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt,
-                    width=request.width,
-                    height=request.height,
-                    steps=request.steps,
-                    cfg_scale=request.cfg_scale,
-                    sampler_name=request.sampler_name,
-                    seed=request.seed,
-                )
-            )
-            images = []
-            for item in result.generated:
-                item.image.info["parameters"] = item.infotext
-                images.append(item.image)
-            return images
-
-        return preview
-
-    return factory
-
-
-@contextmanager
-def _progress_bar(console: Console) -> Iterator[Hooks]:
-    columns = (
-        TextColumn("epoch {task.fields[epoch]}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[rate]} it/s"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task: list[TaskID] = []
-
-        def on_progress(event: TrainingProgress) -> None:
-            epoch = f"{event.epoch}/{event.total_epochs}"
-            loss = f"{event.average_loss:.4f}"
-            rate = f"{event.steps_per_second:.2f}"
-            if not task:
-                task.append(
-                    progress.add_task(
-                        "train", total=event.total_steps, epoch=epoch, loss=loss, rate=rate
-                    )
-                )
-            progress.update(task[0], completed=event.step, epoch=epoch, loss=loss, rate=rate)
-
-        yield Hooks(on_progress=on_progress)
-
-
-def _configure_logging(verbose: bool) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("brushwork").setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("accelerate", "diffusers", "transformers", "peft"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 @train_app.command("lora")
 def lora(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", help="A flat sd-scripts TOML.")] = None,
+    config: ConfigOption = None,
     dataset: Annotated[
         Path | None, typer.Option(help="train_data_dir: folders '<repeats>_<name>'.")
     ] = None,
@@ -202,9 +112,7 @@ def lora(
         Path | None, typer.Option(help="reg_data_dir (regularisation images).")
     ] = None,
     dataset_config: Annotated[Path | None, typer.Option(help="A kohya dataset TOML.")] = None,
-    base: Annotated[
-        str | None, typer.Option(help="Base checkpoint: a file or a library name.")
-    ] = None,
+    base: BaseOption = None,
     output_dir: Annotated[Path | None, typer.Option()] = None,
     output_name: Annotated[str | None, typer.Option()] = None,
     resolution: Annotated[str | None, typer.Option(help="'512' or 'width,height'.")] = None,
@@ -230,59 +138,38 @@ def lora(
     save_state: Annotated[
         bool | None, typer.Option("--save-state", help="Save resumable state folders too.")
     ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="A '...-state' folder to continue from.")
-    ] = None,
-    sample_prompts: Annotated[
-        Path | None, typer.Option(help="Preview prompts (kohya .txt syntax).")
-    ] = None,
+    resume: ResumeOption = None,
+    sample_prompts: SamplePromptsOption = None,
     sample_every_n_epochs: Annotated[int | None, typer.Option()] = None,
     sample_every_n_steps: Annotated[int | None, typer.Option()] = None,
-    set_options: Annotated[
-        list[str] | None, typer.Option("--set", help="Any sd-scripts option: KEY=VALUE.")
-    ] = None,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Library root for a model name.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check the options, print them and stop.")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    set_options: SetOption = None,
+    root: RootOption = None,
+    dry_run: DryRunOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Train a LoRA (kohya format, with ss_* metadata) on a checkpoint and an image folder."""
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    flags = {k: v for k, v in locals().items() if k in FLAG_OPTIONS and v is not None}
+    out = console()
+    flags = dict(locals())
     with exit_on_error():
-        sources: list[ConfigSource] = []
-        if config is not None:
-            sources.append(read_config_toml(config))
-        cli_values = {
-            FLAG_OPTIONS[k]: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()
-        }
-        if save_state:
-            cli_values["save_state"] = True
-        sources.append(sort_options(cli_values, origin="command line"))
-        sources.append(sort_options(parse_set_options(set_options or []), origin="--set"))
+        known = tuple(LoraTrainingConfig.model_fields)
+        sources = option_sources(config, flags, FLAG_OPTIONS, set_options, known=known)
         resolved, warnings = resolve_config(*sources)
-        for message in warnings:
-            console.print(f"warning: {message}")
+        print_warnings(out, warnings)
         if dry_run:
             typer.echo(config_toml(resolved), nl=False)
             return
         check_environment(resolved, "cuda" if torch.cuda.is_available() else "cpu")
-        _configure_logging(verbose)
-        settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-        base_path = resolve_base_model(resolved.pretrained_model_name_or_path, settings, root or [])
+        configure_logging(verbose)
+        base_path = resolve_base_model(
+            resolved.pretrained_model_name_or_path, settings_of(ctx), root or []
+        )
         from brushwork.training.lora import train_lora
 
-        factory = preview_factory(console) if resolved.sample_prompts is not None else None
-        with _progress_bar(console) as hooks:
+        factory = preview_factory(out) if resolved.sample_prompts is not None else None
+        with progress_bar(out) as hooks:
             outcome = train_lora(resolved, base_path, preview_factory=factory, hooks=hooks)
-        console.print(outcome.plan_text)
-        for path in outcome.result.saved_files:
-            typer.echo(f"saved {path}")
-        typer.echo(f"configuration: {outcome.config_file}")
-        typer.echo(f"loss log: {outcome.result.log_csv}")
+        out.print(outcome.plan_text)
+        report_run(outcome.result, outcome.config_file)
 
 
 # ---- textual inversion and hypernetworks (A1111's Train tab) --------------------------------
@@ -290,6 +177,7 @@ def lora(
 TEMPLATE_FLAGS = {
     "dataset": "train_data_dir",
     "base": "pretrained_model_name_or_path",
+    "weights": "weights",
     "output_dir": "output_dir",
     "output_name": "output_name",
     "resolution": "resolution",
@@ -302,6 +190,7 @@ TEMPLATE_FLAGS = {
     "mixed_precision": "mixed_precision",
     "seed": "seed",
     "save_every_n_steps": "save_every_n_steps",
+    "save_state": "save_state",
     "resume": "resume",
     "sample_prompts": "sample_prompts",
     "sample_every_n_steps": "sample_every_n_steps",
@@ -312,74 +201,17 @@ TEMPLATE_FLAGS = {
     "layer_structure": "layer_structure",
     "activation_func": "activation_func",
     "weight_initialization": "weight_initialization",
+    "layer_norm": "is_layer_norm",
+    "dropout_structure": "dropout_structure",
     "enable_sizes": "enable_sizes",
 }
 
-
-def _template_options(
-    config_class: Any, config: Path | None, flags: dict[str, Any], set_options: list[str] | None
-) -> tuple[Any, tuple[str, ...]]:
-    from brushwork.training.template_training import resolve_options
-
-    known = tuple(config_class.model_fields)
-    sources: list[ConfigSource] = []
-    if config is not None:
-        sources.append(read_config_toml(config, known=known))
-    values = {
-        TEMPLATE_FLAGS[k]: (str(v) if isinstance(v, Path) else v)
-        for k, v in flags.items()
-        if k in TEMPLATE_FLAGS and v is not None
-    }
-    sources.append(sort_options(values, origin="command line", known=known))
-    sources.append(sort_options(parse_set_options(set_options or []), origin="--set", known=known))
-    resolved, warnings = resolve_options(config_class, *sources)
-    return resolved, warnings
-
-
-def _embedding_preview_factory(console: Console) -> Any:
-    base = preview_factory(console)
-    if base is None:
-        return None
-    from brushwork.conditioning.embeddings import EmbeddingDatabase, model_widths
-
-    def factory(model: Any, current: Any) -> Any:
-        from brushwork.generation import GenerationRequest, Generator
-
-        generator = Generator(model)
-
-        def preview(request: Any) -> list[Any]:
-            database = EmbeddingDatabase.from_embeddings([current()], widths=model_widths(model))
-            result = generator.generate(
-                GenerationRequest(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt,
-                    width=request.width,
-                    height=request.height,
-                    steps=request.steps,
-                    cfg_scale=request.cfg_scale,
-                    sampler_name=request.sampler_name,
-                    seed=request.seed,
-                ),
-                embeddings=database,
-            )
-            images = []
-            for item in result.generated:
-                item.image.info["parameters"] = item.infotext
-                images.append(item.image)
-            return images
-
-        return preview
-
-    return factory
-
-
-TemplateConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="A flat TOML (sd-scripts / A1111 names).")
-]
 DatasetOption = Annotated[
     Path | None, typer.Option(help="Image folder (+ .txt captions), flat or '<n>_<name>'.")
 ]
-BaseOption = Annotated[str | None, typer.Option(help="Base checkpoint: a file or a library name.")]
+OutputDirOption = Annotated[Path | None, typer.Option()]
+ResolutionOption = Annotated[str | None, typer.Option(help="'512' or 'width,height'.")]
+IntOption = Annotated[int | None, typer.Option()]
 ScheduleOption = Annotated[
     str | None, typer.Option(help="A1111 schedule: '0.005' or '0.005:100, 1e-3:1000, 1e-5'.")
 ]
@@ -387,129 +219,171 @@ TemplateOption = Annotated[
     str | None,
     typer.Option(help="Prompt template: subject_filewords, style_filewords, ... or a file."),
 ]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Any option: KEY=VALUE.")]
-RootOption = Annotated[list[Path] | None, typer.Option("--root", help="Library root.")]
+LatentSamplingOption = Annotated[str | None, typer.Option(help="once, deterministic or random.")]
+PrecisionOption = Annotated[str | None, typer.Option(help="no, fp16 or bf16.")]
+SaveStateOption = Annotated[
+    bool | None, typer.Option("--save-state", help="Save resumable state folders too.")
+]
+SampleEveryOption = Annotated[
+    int | None,
+    typer.Option(help="A preview every N steps (the last training prompt, or sample_prompts)."),
+]
+
+
+def _embedding_preview_factory(out: Console) -> Any:
+    if not generation_available(out):
+        return None
+    from brushwork.conditioning.embeddings import EmbeddingDatabase, model_widths
+
+    def factory(model: Any, current: Any) -> Any:
+        from brushwork.generation import Generator
+
+        generator = Generator(model)
+
+        def preview(request: Any) -> list[Any]:
+            database = EmbeddingDatabase.from_embeddings([current()], widths=model_widths(model))
+            return generate_images(generator, request, embeddings=database)
+
+        return preview
+
+    return factory
 
 
 def _run_template_training(
     ctx: typer.Context,
     kind: str,
-    resolved: Any,
-    warnings: tuple[str, ...],
-    dry_run: bool,
-    verbose: bool,
-    root: list[Path] | None,
+    config_class: Any,
+    flags: dict[str, Any],
 ) -> None:
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    for message in warnings:
-        console.print(f"warning: {message}")
-    if dry_run:
+    """Resolve the options of an embedding/hypernetwork command and run it."""
+    from brushwork.training.template_training import resolve_options
+
+    out = console()
+    known = tuple(config_class.model_fields)
+    sources = option_sources(
+        flags["config"], flags, TEMPLATE_FLAGS, flags["set_options"], known=known
+    )
+    resolved, warnings = resolve_options(config_class, *sources)
+    print_warnings(out, warnings)
+    if flags["dry_run"]:
         typer.echo(config_toml(resolved), nl=False)
         return
-    _configure_logging(verbose)
-    settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-    base_path = resolve_base_model(resolved.pretrained_model_name_or_path, settings, root or [])
-    with _progress_bar(console) as hooks:
+    configure_logging(flags["verbose"])
+    base_path = resolve_base_model(
+        resolved.pretrained_model_name_or_path, settings_of(ctx), flags["root"] or []
+    )
+    previews = resolved.sample_prompts is not None or resolved.sample_every_n_steps is not None
+    with progress_bar(out) as hooks:
         if kind == "embedding":
             from brushwork.training.textual_inversion import train_embedding
 
-            factory = _embedding_preview_factory(console) if resolved.sample_prompts else None
+            factory = _embedding_preview_factory(out) if previews else None
             outcome: Any = train_embedding(
                 resolved, base_path, preview_factory=factory, hooks=hooks
             )
         else:
             from brushwork.training.hypernetwork import train_hypernetwork
 
-            factory = preview_factory(console) if resolved.sample_prompts else None
+            factory = preview_factory(out) if previews else None
             outcome = train_hypernetwork(resolved, base_path, preview_factory=factory, hooks=hooks)
-    for path in outcome.result.saved_files:
-        typer.echo(f"saved {path}")
-    typer.echo(f"configuration: {outcome.config_file}")
-    typer.echo(f"loss log: {outcome.result.log_csv}")
+    print_warnings(out, outcome.warnings)
+    report_run(outcome.result, outcome.config_file)
 
 
 @train_app.command("embedding")
 def embedding(
     ctx: typer.Context,
-    config: TemplateConfigOption = None,
+    config: ConfigOption = None,
     dataset: DatasetOption = None,
     base: BaseOption = None,
-    output_dir: Annotated[Path | None, typer.Option()] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="An embedding file to continue training (sd-scripts).")
+    ] = None,
+    output_dir: OutputDirOption = None,
     output_name: Annotated[str | None, typer.Option(help="File name (and trigger).")] = None,
     token_string: Annotated[str | None, typer.Option(help="Trigger word.")] = None,
     init_word: Annotated[str | None, typer.Option(help="Initialisation text.")] = None,
-    num_vectors_per_token: Annotated[int | None, typer.Option()] = None,
-    resolution: Annotated[str | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    max_steps: Annotated[int | None, typer.Option()] = None,
+    num_vectors_per_token: IntOption = None,
+    resolution: ResolutionOption = None,
+    batch_size: IntOption = None,
+    max_steps: IntOption = None,
     learning_rate: ScheduleOption = None,
-    gradient_accumulation_steps: Annotated[int | None, typer.Option()] = None,
+    gradient_accumulation_steps: IntOption = None,
     template: TemplateOption = None,
-    latent_sampling: Annotated[
-        str | None, typer.Option(help="once, deterministic or random.")
-    ] = None,
+    latent_sampling: LatentSamplingOption = None,
     save_model_as: Annotated[str | None, typer.Option(help="pt or safetensors.")] = None,
-    mixed_precision: Annotated[str | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    save_every_n_steps: Annotated[int | None, typer.Option()] = None,
-    resume: Annotated[Path | None, typer.Option(help="A '...-state' folder.")] = None,
-    sample_prompts: Annotated[Path | None, typer.Option()] = None,
-    sample_every_n_steps: Annotated[int | None, typer.Option()] = None,
+    mixed_precision: PrecisionOption = None,
+    seed: IntOption = None,
+    save_every_n_steps: IntOption = None,
+    save_state: SaveStateOption = None,
+    resume: ResumeOption = None,
+    sample_prompts: SamplePromptsOption = None,
+    sample_every_n_steps: SampleEveryOption = None,
     set_options: SetOption = None,
     root: RootOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    dry_run: DryRunOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Train a textual-inversion embedding (A1111 .pt or .safetensors)."""
     from brushwork.training.textual_inversion import EmbeddingTrainingConfig
 
     flags = dict(locals())
     with exit_on_error():
-        resolved, warnings = _template_options(EmbeddingTrainingConfig, config, flags, set_options)
-        _run_template_training(ctx, "embedding", resolved, warnings, dry_run, verbose, root)
+        _run_template_training(ctx, "embedding", EmbeddingTrainingConfig, flags)
 
 
 @train_app.command("hypernetwork")
 def hypernetwork(
     ctx: typer.Context,
-    config: TemplateConfigOption = None,
+    config: ConfigOption = None,
     dataset: DatasetOption = None,
     base: BaseOption = None,
-    output_dir: Annotated[Path | None, typer.Option()] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="A hypernetwork .pt to continue training.")
+    ] = None,
+    output_dir: OutputDirOption = None,
     output_name: Annotated[str | None, typer.Option(help="Hypernetwork name.")] = None,
     layer_structure: Annotated[str | None, typer.Option(help="e.g. '1, 2, 1'.")] = None,
     activation_func: Annotated[str | None, typer.Option(help="linear, relu, ...")] = None,
-    weight_initialization: Annotated[str | None, typer.Option(help="Normal, Xavier*, ...")] = None,
-    enable_sizes: Annotated[
-        str | None, typer.Option(help="Context widths, e.g. '768, 320'.")
+    weight_initialization: Annotated[
+        str | None, typer.Option(help="Normal, KaimingUniform, XavierNormal, ...")
     ] = None,
-    resolution: Annotated[str | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    max_steps: Annotated[int | None, typer.Option()] = None,
+    layer_norm: Annotated[
+        bool | None, typer.Option("--layer-norm", help="Add layer normalisation.")
+    ] = None,
+    dropout_structure: Annotated[
+        str | None, typer.Option(help="Dropout per layer, e.g. '0, 0.3, 0' (turns dropout on).")
+    ] = None,
+    enable_sizes: Annotated[
+        str | None, typer.Option(help="Context widths, e.g. '768, 320, 640, 1280'.")
+    ] = None,
+    resolution: ResolutionOption = None,
+    batch_size: IntOption = None,
+    max_steps: IntOption = None,
     learning_rate: ScheduleOption = None,
-    gradient_accumulation_steps: Annotated[int | None, typer.Option()] = None,
+    gradient_accumulation_steps: IntOption = None,
     template: TemplateOption = None,
-    latent_sampling: Annotated[str | None, typer.Option()] = None,
-    mixed_precision: Annotated[str | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    save_every_n_steps: Annotated[int | None, typer.Option()] = None,
-    resume: Annotated[Path | None, typer.Option(help="A '...-state' folder.")] = None,
-    sample_prompts: Annotated[Path | None, typer.Option()] = None,
-    sample_every_n_steps: Annotated[int | None, typer.Option()] = None,
+    latent_sampling: LatentSamplingOption = None,
+    mixed_precision: PrecisionOption = None,
+    seed: IntOption = None,
+    save_every_n_steps: IntOption = None,
+    save_state: SaveStateOption = None,
+    resume: ResumeOption = None,
+    sample_prompts: SamplePromptsOption = None,
+    sample_every_n_steps: SampleEveryOption = None,
     set_options: SetOption = None,
     root: RootOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    dry_run: DryRunOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Train an A1111 hypernetwork (.pt)."""
     from brushwork.training.hypernetwork import HypernetworkTrainingConfig
 
     flags = dict(locals())
+    if dropout_structure is not None:
+        flags["set_options"] = ["use_dropout=true", *(set_options or [])]
     with exit_on_error():
-        resolved, warnings = _template_options(
-            HypernetworkTrainingConfig, config, flags, set_options
-        )
-        _run_template_training(ctx, "hypernetwork", resolved, warnings, dry_run, verbose, root)
+        _run_template_training(ctx, "hypernetwork", HypernetworkTrainingConfig, flags)
 
 
 if __name__ == "__main__":  # `accelerate launch -m brushwork.cli.train_cmd lora ...`

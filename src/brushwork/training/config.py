@@ -1,6 +1,9 @@
-"""LoRA training options, by kohya sd-scripts' argument names and with their meanings.
+"""Training options, by kohya sd-scripts' argument names and with their meanings.
 
-`LoraTrainingConfig` is the one validated, frozen description of a run. It is built from a flat
+`TrainingOptions` holds what every kohya-style method shares (model, data, output, optimiser,
+samples, logs); `LoraTrainingConfig` adds the network options, and
+`dreambooth_config.DreamBoothTrainingConfig` the full fine-tune's. Each is the one validated,
+frozen description of a run. It is built from a flat
 sd-scripts TOML (`config_file.read_config_toml`, like `--config_file`) and/or CLI flags
 (`resolve_config`); invalid or conflicting values fail here, before any work, naming the option.
 
@@ -13,6 +16,7 @@ Defaults are sd-scripts' except where noted:
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,8 +34,9 @@ NETWORK_MODULE = "networks.lora"
 NETWORK_ARGS = ("conv_dim", "conv_alpha")
 
 
-class LoraTrainingConfig(BaseModel):
-    """Every option of a LoRA run (sd-scripts names). See the module docstring for defaults."""
+class TrainingOptions(BaseModel):
+    """The options every kohya-style method shares (model, data, output, optimisation,
+    samples, logging); `LoraTrainingConfig` and DreamBooth's config add their own."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -84,20 +89,8 @@ class LoraTrainingConfig(BaseModel):
     metadata_description: str | None = None
     metadata_license: str | None = None
     metadata_tags: str | None = None
-    # network
-    network_module: str = NETWORK_MODULE
-    network_dim: int = Field(4, ge=1)
-    network_alpha: float = Field(1.0, ge=0)
-    network_dropout: float | None = Field(None, ge=0, lt=1)
-    network_args: tuple[str, ...] = ()
-    conv_dim: int | None = Field(None, ge=1)
-    conv_alpha: float | None = Field(None, ge=0)
-    network_train_unet_only: bool = False
-    network_train_text_encoder_only: bool = False
     # optimisation
     learning_rate: float = Field(1e-4, ge=0)
-    unet_lr: float | None = Field(None, ge=0)
-    text_encoder_lr: float | None = Field(None, ge=0)
     optimizer_type: str = "AdamW"
     optimizer_args: tuple[str, ...] = ()
     lr_scheduler: str = "constant"
@@ -144,14 +137,10 @@ class LoraTrainingConfig(BaseModel):
             raise ValueError(f"{value!r}: each side must be >= 64 and a multiple of 8")
         return width, height
 
-    @field_validator("network_args", "optimizer_args", mode="before")
+    @field_validator("optimizer_args", mode="before")
     @classmethod
-    def _string_list(cls, value: Any) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            return tuple(value.split())
-        return tuple(str(v) for v in value)
+    def _optimizer_args(cls, value: Any) -> tuple[str, ...]:
+        return string_list(value)
 
     @field_validator("output_name")
     @classmethod
@@ -161,7 +150,38 @@ class LoraTrainingConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> LoraTrainingConfig:
+    def _consistent(self) -> TrainingOptions:
+        check_common_options(self)
+        return self
+
+    @property
+    def file_suffix(self) -> str:
+        return "." + self.save_model_as
+
+
+class LoraTrainingConfig(TrainingOptions):
+    """Every option of a LoRA run (sd-scripts names). See the module docstring for defaults."""
+
+    # network
+    network_module: str = NETWORK_MODULE
+    network_dim: int = Field(4, ge=1)
+    network_alpha: float = Field(1.0, ge=0)
+    network_dropout: float | None = Field(None, ge=0, lt=1)
+    network_args: tuple[str, ...] = ()
+    conv_dim: int | None = Field(None, ge=1)
+    conv_alpha: float | None = Field(None, ge=0)
+    network_train_unet_only: bool = False
+    network_train_text_encoder_only: bool = False
+    unet_lr: float | None = Field(None, ge=0)
+    text_encoder_lr: float | None = Field(None, ge=0)
+
+    @field_validator("network_args", mode="before")
+    @classmethod
+    def _network_args(cls, value: Any) -> tuple[str, ...]:
+        return string_list(value)
+
+    @model_validator(mode="after")
+    def _lora_consistent(self) -> LoraTrainingConfig:
         check_consistency(self)
         return self
 
@@ -194,23 +214,13 @@ class LoraTrainingConfig(BaseModel):
     def effective_text_encoder_lr(self) -> float:
         return self.learning_rate if self.text_encoder_lr is None else self.text_encoder_lr
 
-    @property
-    def file_suffix(self) -> str:
-        return "." + self.save_model_as
 
-
-def check_consistency(config: LoraTrainingConfig) -> None:
-    """Conflicts between options (each message names them)."""
-    if config.network_train_unet_only and config.network_train_text_encoder_only:
-        raise ValueError("network_train_unet_only and network_train_text_encoder_only both set")
+def check_common_options(config: TrainingOptions) -> None:
+    """Conflicts between the shared options (each message names them)."""
     if not (config.max_train_steps or 0) > 0 and not (config.max_train_epochs or 0) > 0:
         raise ValueError("set max_train_steps or max_train_epochs to a number above 0")
     if config.train_data_dir is None and config.dataset_config is None:
         raise ValueError("no training images: set train_data_dir (or dataset_config)")
-    if config.network_module != NETWORK_MODULE:
-        raise ValueError(
-            f"network_module {config.network_module!r} is not supported; use {NETWORK_MODULE}"
-        )
     if config.lr_scheduler not in SCHEDULERS:
         raise ValueError(
             f"lr_scheduler {config.lr_scheduler!r}: use one of {', '.join(SCHEDULERS)}"
@@ -219,12 +229,6 @@ def check_consistency(config: LoraTrainingConfig) -> None:
         raise ValueError("lr_warmup_steps needs a scheduler with warmup (constant_with_warmup)")
     if config.min_timestep >= config.max_timestep:
         raise ValueError("min_timestep must be below max_timestep")
-    if (
-        config.conv_alpha is not None
-        and config.conv_dim is None
-        and "conv_dim" not in " ".join(config.network_args)
-    ):
-        raise ValueError("conv_alpha is set but conv_dim is not")
     if (config.sample_every_n_epochs or config.sample_every_n_steps or config.sample_at_first) and (
         config.sample_prompts is None
     ):
@@ -232,6 +236,22 @@ def check_consistency(config: LoraTrainingConfig) -> None:
     if config.min_bucket_reso > config.max_bucket_reso:
         raise ValueError("min_bucket_reso is larger than max_bucket_reso")
     check_token_length(config.max_token_length)
+
+
+def check_consistency(config: LoraTrainingConfig) -> None:
+    """Conflicts between the LoRA options (each message names them)."""
+    if config.network_train_unet_only and config.network_train_text_encoder_only:
+        raise ValueError("network_train_unet_only and network_train_text_encoder_only both set")
+    if config.network_module != NETWORK_MODULE:
+        raise ValueError(
+            f"network_module {config.network_module!r} is not supported; use {NETWORK_MODULE}"
+        )
+    if (
+        config.conv_alpha is not None
+        and config.conv_dim is None
+        and "conv_dim" not in " ".join(config.network_args)
+    ):
+        raise ValueError("conv_alpha is set but conv_dim is not")
     unknown = [a.partition("=")[0] for a in config.network_args]
     for key in unknown:
         if key not in NETWORK_ARGS:
@@ -240,8 +260,20 @@ def check_consistency(config: LoraTrainingConfig) -> None:
             )
 
 
-def check_environment(config: LoraTrainingConfig, device_type: str) -> None:
-    """Checks that need to know the machine: packages, and fp16 on a CPU."""
+def string_list(value: Any) -> tuple[str, ...]:
+    """sd-scripts list options: a TOML list, or one string split on spaces."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(value.split())
+    return tuple(str(v) for v in value)
+
+
+def check_environment(
+    config: TrainingOptions, device_type: str, *, made_by_the_run: Collection[str] = ()
+) -> None:
+    """Checks that need to know the machine: packages, fp16 on a CPU, and that the folders
+    and files exist (except the options named in `made_by_the_run`)."""
     choose_optimizer(config.optimizer_type, config.optimizer_args)
     if config.mixed_precision == "fp16" and device_type == "cpu":
         raise ConfigError(
@@ -258,5 +290,5 @@ def check_environment(config: LoraTrainingConfig, device_type: str) -> None:
         )
     for name in ("train_data_dir", "reg_data_dir", "dataset_config", "sample_prompts", "resume"):
         path = getattr(config, name)
-        if path is not None and not Path(path).exists():
+        if path is not None and name not in made_by_the_run and not Path(path).exists():
             raise ConfigError(f"{name}: {path} does not exist")

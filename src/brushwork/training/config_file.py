@@ -3,7 +3,7 @@
 sd-scripts flattens one level of tables (section names are ignored) and matches keys to its
 argument names; so does `read_config_toml`. Keys are sorted into:
 
-* options of `LoraTrainingConfig` (applied);
+* options of `LoraTrainingConfig` (or of the method's config class passed in) (applied);
 * options that change nothing here (`xformers`, `sdpa`, data-loader workers, ...): noted;
 * sd-scripts options not implemented here that would change the result (`full_fp16`,
   `multires_noise_iterations`, ...): warned about by name;
@@ -19,15 +19,17 @@ import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from brushwork.core.errors import ConfigError
 from brushwork.core.fsutil import atomic_write_bytes
-from brushwork.training.config import LoraTrainingConfig
+from brushwork.training.config import LoraTrainingConfig, TrainingOptions
 
 logger = logging.getLogger(__name__)
+
+OptionsT = TypeVar("OptionsT", bound=TrainingOptions)
 
 NO_EFFECT = frozenset(
     {
@@ -98,6 +100,7 @@ NOT_IMPLEMENTED = frozenset(
         "lr_scheduler_type",
         "lr_scheduler_args",
         "stop_text_encoder_training",
+        "no_token_padding",
         "cache_text_encoder_outputs",
         "validation_split",
     }
@@ -178,10 +181,22 @@ def resolve_config(
     """Later sources override earlier ones (the TOML, then CLI flags). Returns the validated
     config and the warnings to show. `seed` fills an unset seed (so the run is repeatable from
     the saved configuration)."""
+    return resolve_config_as(LoraTrainingConfig, *sources, seed=seed)
+
+
+def resolve_config_as(
+    config_class: type[OptionsT],
+    *sources: ConfigSource | Mapping[str, Any],
+    seed: int | None = None,
+) -> tuple[OptionsT, tuple[str, ...]]:
+    """`resolve_config` for any method's options class (`TrainingOptions` or a subclass)."""
+    known = tuple(config_class.model_fields)
     merged: dict[str, Any] = {}
     warnings: list[str] = []
     for source in sources:
-        sorted_source = source if isinstance(source, ConfigSource) else sort_options(source)
+        sorted_source = (
+            source if isinstance(source, ConfigSource) else sort_options(source, known=known)
+        )
         for note in sorted_source.notes:
             logger.info(note)
         warnings.extend(sorted_source.warnings)
@@ -194,7 +209,7 @@ def resolve_config(
             hint="pass --base MODEL or set it in the TOML",
         )
     try:
-        config = LoraTrainingConfig(**merged)
+        config = config_class(**merged)
     except ValidationError as exc:
         raise _config_error(exc) from None
     return config, tuple(warnings)

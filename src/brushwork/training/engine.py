@@ -98,6 +98,9 @@ class TrainingMethod(Protocol):
 
     def save(self, path: Path, info: SaveInfo) -> None: ...
 
+    # Optional: `begin_step(step)` before and `end_step(step)` after each optimiser step
+    # (0-based), e.g. to stop training the text encoder after N steps or to update an EMA.
+
 
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 
@@ -293,6 +296,9 @@ class Trainer:
     def _optimizer_step(self, window: list[tuple[int, Any]]) -> None:
         acc = self.accelerator
         losses = []
+        begin, end = (getattr(self.method, name, None) for name in ("begin_step", "end_step"))
+        if begin is not None:
+            begin(self.step)
         for position, (index, batch) in enumerate(window):
             generator = torch.Generator().manual_seed(
                 batch_seed(self.settings.seed, self.epoch, index)
@@ -311,6 +317,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if end is not None:
+            end(self.step)
         self.step += 1
         self._record(step_loss, rates)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,39 +20,34 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from brushwork.core.errors import ConfigError
 from brushwork.formats.hypernetwork import (
     Hypernetwork,
     create_hypernetwork,
     load_mlps,
+    read_hypernetwork,
     write_hypernetwork,
 )
 from brushwork.loading import LoadedModel
 from brushwork.patching.hypernetwork import HypernetworkProjection
-from brushwork.training.config_file import write_resolved_config
-from brushwork.training.engine import Hooks, SaveInfo, Trainer, TrainingResult
-from brushwork.training.lr_schedule import schedule_scheduler
+from brushwork.training.engine import Hooks, SaveInfo, TrainingResult
 from brushwork.training.objective import ObjectiveSettings, denoising_loss, noise_latents
 from brushwork.training.optim import OptimizerChoice, ParamGroup
-from brushwork.training.samples import Preview, read_prompt_file
+from brushwork.training.samples import Preview
 from brushwork.training.template_training import (
     LatentSource,
     TemplateTrainingConfig,
+    attach_previews,
     batch_prompts,
-    image_dataset,
-    loop_settings,
-    read_template,
-    step_count,
-)
-from brushwork.training.text import CaptionEncoder
-from brushwork.training.textual_inversion import (
     checkpoint_facts,
     load_frozen_model,
     make_accelerator,
+    prepare_run,
+    run_method,
 )
+from brushwork.training.text import CaptionEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +78,21 @@ class HypernetworkTrainingConfig(TemplateTrainingConfig):
         if isinstance(value, str):
             return tuple(int(p) for p in value.replace(" ", "").split(",") if p)
         return value
+
+    @model_validator(mode="after")
+    def _structure(self) -> HypernetworkTrainingConfig:
+        structure = self.layer_structure
+        if len(structure) < 2 or structure[0] != 1 or structure[-1] != 1:
+            raise ValueError(
+                f"layer_structure {list(structure)} must start and end with 1 (A1111), "
+                "e.g. '1, 2, 1'"
+            )
+        if self.dropout_structure is not None:
+            if not self.use_dropout:
+                raise ValueError("dropout_structure is set but use_dropout is false")
+            if len(self.dropout_structure) != len(structure):
+                raise ValueError("dropout_structure needs one value per layer_structure entry")
+        return self
 
 
 def attention_modules(unet: torch.nn.Module) -> list[torch.nn.Module]:
@@ -137,6 +146,7 @@ class HypernetworkMethod:
         self.alphas_cumprod = model.alphas_cumprod.to(model.device)
         self.latents = LatentSource(model, config.latent_sampling_method, config.seed or 0)
         self.checkpoint: tuple[str, str] | None = None  # (short hash, name) stamped on saves
+        self.last_prompt: str | None = None  # what A1111's preview draws without a prompt file
 
     def _wrap(self, unet: torch.nn.Module) -> None:
         for attn in attention_modules(unet):
@@ -189,6 +199,7 @@ class HypernetworkMethod:
 
     def loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
         texts = batch_prompts(batch, self.templates, self.hypernetwork.name, generator)
+        self.last_prompt = texts[0]
         latents = self.latents(batch, generator)
         with torch.no_grad():
             context = self.captions.encode(texts, self.model.device)
@@ -268,51 +279,38 @@ def train_hypernetwork(
     hooks: Hooks | None = None,
     initial: Hypernetwork | None = None,
 ) -> HypernetworkRunResult:
-    """Train a hypernetwork as `config` says (a new one, or `initial` continued) on
-    `base_model` (or the loaded `model`, which is left as it was)."""
+    """Train a hypernetwork as `config` says (a new one, or `initial` / the file
+    `config.weights` continued) on `base_model` (or the loaded `model`, left as it was)."""
     accelerator = accelerator or make_accelerator(config.mixed_precision)
-    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
-    config = config.model_copy(update={"seed": seed})
-    templates = read_template(config.template_filename)
-    schedule = config.schedule()
-    prompts = read_prompt_file(config.sample_prompts) if config.sample_prompts else None
-    set_seed(seed)
-    dataset = image_dataset(config, seed)
-    config_file = config.output_dir / f"{config.output_name}-config.toml"
-    if accelerator.is_main_process:
-        config.output_dir.mkdir(parents=True, exist_ok=True)
-        write_resolved_config(config, config_file)
+    config, run = prepare_run(config, accelerator)
+    if initial is None and config.weights is not None:
+        initial = read_hypernetwork(config.weights)
+        logger.info("continuing %s: its own layer structure and options apply", config.weights)
     model = model or load_frozen_model(config, base_model, accelerator.device)
     hypernetwork = initial or new_hypernetwork(config, model)
-    method = HypernetworkMethod(model, config, hypernetwork, templates)
+    method = HypernetworkMethod(model, config, hypernetwork, run.templates)
     method.checkpoint = checkpoint_facts(base_model)
-    hooks = hooks or Hooks()
-    if prompts is not None:
-        hooks.preview_requests = prompts.requests
-        if hooks.preview is None and preview_factory is not None:
-            hooks.preview = preview_factory(model)
-    processes = accelerator.num_processes
-    steps = step_count(dataset, schedule, config.gradient_accumulation_steps, processes)
-    fingerprint = {
-        "seed": seed,
-        "train_batch_size": config.train_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "num_processes": processes,
-        "layer_structure": list(config.layer_structure),
-        "learning_rate": config.learning_rate,
-        "max_train_steps": steps.total_steps,
-    }
     try:
-        trainer = Trainer(
-            method,
-            dataset,
-            loop_settings(config, steps, ".pt", fingerprint),
-            accelerator,
-            OptimizerChoice("AdamW", {}),
-            lambda optimizer, _total: schedule_scheduler(optimizer, schedule, processes),
+        factory = preview_factory
+        hooks, preview_warnings = attach_previews(
             hooks,
+            config,
+            lambda: method.last_prompt,
+            None if factory is None else lambda: factory(model),
         )
-        result = trainer.run()
+        for message in preview_warnings:
+            logger.warning("%s", message)
+        result = run_method(
+            run,
+            method,
+            accelerator,
+            optimizer=OptimizerChoice("AdamW", {}),  # torch's defaults, as A1111
+            suffix=".pt",
+            fingerprint={"layer_structure": list(hypernetwork.layer_structure)},
+            hooks=hooks,
+        )
     finally:
         method.remove()
-    return HypernetworkRunResult(result, config_file, tuple(dataset.warnings))
+    return HypernetworkRunResult(
+        result, run.config_file, (*run.dataset.warnings, *preview_warnings)
+    )

@@ -1,5 +1,8 @@
 """Setting a LoRA run up: accelerator, dataset and step plan, base model, adapters' components,
-optimiser choice, and the facts a resume must keep. `lora.train_lora` puts them together."""
+optimiser choice, and the facts a resume must keep. `lora.train_lora` puts them together.
+
+The helpers typed on `TrainingOptions` serve every kohya-style method (DreamBooth uses them too);
+the ones typed on `LoraTrainingConfig` are LoRA's own."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 from brushwork.core.errors import ConfigError
 from brushwork.core.kinds import BaseFamily
 from brushwork.loading import LoadedModel, load_model
-from brushwork.training.config import LoraTrainingConfig
+from brushwork.training.config import LoraTrainingConfig, TrainingOptions
 from brushwork.training.data import (
     DatasetSpec,
     TrainingDataset,
@@ -34,11 +37,16 @@ logger = logging.getLogger(__name__)
 _WEIGHT_PRECISION = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
 
-def make_accelerator(config: LoraTrainingConfig, *, cpu: bool = False) -> Accelerator:
+def make_accelerator(
+    config: TrainingOptions, *, cpu: bool = False, find_unused_parameters: bool | None = None
+) -> Accelerator:
     """An Accelerator for `config` (under `accelerate launch` it picks up the launch setup).
-    Unused-parameter detection is on when some adapter layers get no gradient (clip_skip > 1
-    leaves the text encoder's last layers unused)."""
-    find_unused = config.train_text_encoder and (config.clip_skip or 1) > 1
+    Unused-parameter detection is on when some trained layers get no gradient (for a LoRA:
+    clip_skip > 1 leaves the text encoder's last layers unused); a method may say so itself."""
+    find_unused = find_unused_parameters
+    if find_unused is None:
+        trains_text = isinstance(config, LoraTrainingConfig) and config.train_text_encoder
+        find_unused = trains_text and (config.clip_skip or 1) > 1
     # accelerate keeps its settings in process-wide singletons; a second run in one process
     # (a job server, tests) with another mixed precision must start from fresh ones. The
     # distributed set-up (PartialState) is kept.
@@ -51,7 +59,7 @@ def make_accelerator(config: LoraTrainingConfig, *, cpu: bool = False) -> Accele
     )
 
 
-def dataset_spec(config: LoraTrainingConfig) -> DatasetSpec | tuple[DatasetSpec, ...]:
+def dataset_spec(config: TrainingOptions) -> DatasetSpec | tuple[DatasetSpec, ...]:
     if config.dataset_config is not None:
         if config.train_data_dir is not None:
             logger.warning("dataset_config is set: train_data_dir/reg_data_dir are ignored")
@@ -102,17 +110,22 @@ def divergence_hints(config: LoraTrainingConfig) -> tuple[str, ...]:
     return tuple(hints)
 
 
-def load_base_model(config: LoraTrainingConfig, base: Path, device: torch.device) -> LoadedModel:
+def load_base_model(
+    config: TrainingOptions, base: Path, device: torch.device, *, trained_weights: bool = False
+) -> LoadedModel:
+    """The base model, frozen. Its weights are in the mixed-precision dtype (an adapter's base
+    is never trained), or in fp32 when `trained_weights` (a full fine-tune trains them; the
+    mixed precision is then autocast's)."""
     vae_precision = "fp32" if config.no_half_vae or config.mixed_precision == "no" else "auto"
     model = load_model(
         base,
         device=device,
-        precision=_WEIGHT_PRECISION[config.mixed_precision],
+        precision="fp32" if trained_weights else _WEIGHT_PRECISION[config.mixed_precision],
         vae=config.vae or "none",
         vae_precision=vae_precision,
     )
     if model.family is BaseFamily.SDXL:
-        raise ConfigError(f"{base.name} is an SDXL model; SDXL LoRA training is not supported yet")
+        raise ConfigError(f"{base.name} is an SDXL model; SDXL training is not supported yet")
     if config.v2 != (model.family is BaseFamily.SD2):
         logger.warning(
             "v2 is %s but %s is %s; the file decides", config.v2, base.name, model.family
@@ -122,7 +135,7 @@ def load_base_model(config: LoraTrainingConfig, base: Path, device: torch.device
     return model
 
 
-def caption_encoder(model: LoadedModel, config: LoraTrainingConfig) -> CaptionEncoder:
+def caption_encoder(model: LoadedModel, config: TrainingOptions) -> CaptionEncoder:
     encoder = model.text_encoders["text_encoder"]
     return CaptionEncoder(
         model.tokenizers["text_encoder"],
@@ -151,7 +164,7 @@ def trained_components(
     return components
 
 
-def optimizer_choice(config: LoraTrainingConfig) -> tuple[OptimizerChoice, str]:
+def optimizer_choice(config: TrainingOptions) -> tuple[OptimizerChoice, str]:
     choice = choose_optimizer(config.optimizer_type, config.optimizer_args)
     scheduler = config.lr_scheduler
     if choice.relative_step and scheduler != "adafactor":
@@ -169,7 +182,7 @@ class PreparedData:
     facts: dict[str, Any]
 
 
-def prepare_data(config: LoraTrainingConfig, accelerator: Accelerator, seed: int) -> PreparedData:
+def prepare_data(config: TrainingOptions, accelerator: Accelerator, seed: int) -> PreparedData:
     length = check_token_length(config.max_token_length)
     dataset = TrainingDataset(dataset_spec(config), seed=seed, tokenizer_max_length=length)
     plan = step_plan(
@@ -194,7 +207,7 @@ def prepare_data(config: LoraTrainingConfig, accelerator: Accelerator, seed: int
 
 
 def cache_latents(
-    config: LoraTrainingConfig, data: PreparedData, model: LoadedModel, seed: int
+    config: TrainingOptions, data: PreparedData, model: LoadedModel, seed: int
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
 
@@ -205,8 +218,16 @@ def cache_latents(
         return sampled.float().cpu()  # unscaled, as kohya caches them
 
     data.dataset.cache_latents(
-        encode, to_disk=config.cache_latents_to_disk, encoder_name=model.vae_source
+        encode,
+        to_disk=config.cache_latents_to_disk,
+        encoder_name=model.vae_source,
+        downscale=vae_downscale(model),
     )
+
+
+def vae_downscale(model: LoadedModel) -> int:
+    """How many times smaller the VAE's latents are than the pictures (8 for every SD VAE)."""
+    return int(2 ** (len(model.vae.config.block_out_channels) - 1))
 
 
 def resume_fingerprint(
@@ -230,7 +251,7 @@ def resume_fingerprint(
     }
 
 
-def tensorboard_dir(config: LoraTrainingConfig) -> Path | None:
+def tensorboard_dir(config: TrainingOptions) -> Path | None:
     """Where TensorBoard logs go: with `log_with` tensorboard/all, or unset when the package
     is installed (CSV logs are always written); None for `log_with = "none"`."""
     wanted = config.log_with in ("tensorboard", "all")

@@ -4,13 +4,22 @@ templates, captions, the image folder, latent sampling, and the engine settings.
 Prompt templates (`templates/*.txt`, or any file): one prompt per line, one picked at random for
 each image at each step; ``[name]`` becomes the embedding's trigger (hypernetworks: the
 hypernetwork's name) and ``[filewords]`` the image's caption: its `.txt` file, or else the file
-name without leading numbers and dashes (A1111's rule). Shipped: `subject`, `subject_filewords`,
-`style`, `style_filewords`, `hypernetwork`, `filewords`, `none`.
+name without leading numbers and dashes (A1111's rule). Shipped, with A1111's file names and
+phrasing: `subject` / `subject_filewords` / `hypernetwork` (the object prompts of the textual
+inversion paper's code, Gal et al. 2022: "a photo of a [name]", ...), `style` /
+`style_filewords` ("a painting, art by [name]", ...), `none` ("picture"), and `filewords`
+(the caption alone).
 
 The image folder is A1111's flat folder of images (+ `.txt` captions), or kohya's
 `<repeats>_<name>` sub-folders. Latent sampling (A1111's `latent_sampling_method`): ``once``
 encodes each image once with one random sample, ``deterministic`` uses the distribution's mean,
 ``random`` draws a new sample at every step.
+
+`weights` (sd-scripts' name) continues an existing embedding or hypernetwork file, as picking
+one in A1111's Train tab does (the step count starts again from 0).
+
+Previews every `sample_every_n_steps`: the prompts of `sample_prompts`, or else (A1111's default,
+"Read parameters from txt2img tab" off) the last training prompt at the training size, 20 steps.
 """
 
 from __future__ import annotations
@@ -18,22 +27,45 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import logging
+import random
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import set_seed
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from brushwork.core.errors import ConfigError
-from brushwork.loading import LoadedModel
-from brushwork.training.config_file import ConfigSource, _config_error, sort_options
+from brushwork.core.hashing import autov2, sha256_file
+from brushwork.core.kinds import BaseFamily
+from brushwork.loading import LoadedModel, load_model
+from brushwork.training.config_file import (
+    ConfigSource,
+    _config_error,
+    sort_options,
+    write_resolved_config,
+)
 from brushwork.training.data import DatasetSpec, SubsetSpec, TrainingDataset, dreambooth_subsets
 from brushwork.training.data.spec import IMAGE_EXTENSIONS, parse_folder_name
-from brushwork.training.engine import LoopSettings
-from brushwork.training.lr_schedule import LearnRateSchedule, parse_learn_schedule
+from brushwork.training.engine import (
+    Hooks,
+    LoopSettings,
+    Trainer,
+    TrainingMethod,
+    TrainingResult,
+)
+from brushwork.training.lr_schedule import (
+    LearnRateSchedule,
+    parse_learn_schedule,
+    schedule_scheduler,
+)
+from brushwork.training.optim import OptimizerChoice
+from brushwork.training.samples import Preview, PreviewRequest, read_prompt_file
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +79,7 @@ TEMPLATE_NAMES = (
     "none",
 )
 LATENT_SAMPLING = ("once", "deterministic", "random")
+_PRECISION = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 _LEADING_NUMBERS = re.compile(r"^[-\d]+\s*")
 
 
@@ -58,6 +91,7 @@ class TemplateTrainingConfig(BaseModel):
 
     pretrained_model_name_or_path: str
     vae: str | None = None
+    weights: Path | None = None  # sd-scripts: an existing file to continue training
     train_data_dir: Path
     output_dir: Path = Path("output")
     output_name: str = "last"
@@ -136,8 +170,6 @@ def resolve_options(
     except ValidationError as exc:
         raise _config_error(exc) from None
     config.schedule()  # the schedule syntax is checked before any work
-    if config.sample_every_n_steps and config.sample_prompts is None:
-        raise ConfigError("sample_every_n_steps needs sample_prompts (a prompts file)")
     return config, tuple(warnings)
 
 
@@ -252,6 +284,49 @@ class LatentSource:
         return torch.cat(rows).to(self.model.device) * scale
 
 
+# ---- previews ---------------------------------------------------------------------------------
+
+
+class LastPromptPreviews(Sequence[PreviewRequest]):
+    """A1111's preview without a prompt file: one image of the last training prompt, at the
+    training size, 20 steps (a sequence the engine reads when a preview is due)."""
+
+    def __init__(self, config: TemplateTrainingConfig, last_prompt: Callable[[], str | None]):
+        width, height = config.resolution
+        self.template = PreviewRequest(
+            prompt="", width=width, height=height, steps=20, sampler_name="Euler a"
+        )
+        self.last_prompt = last_prompt
+
+    def _requests(self) -> tuple[PreviewRequest, ...]:
+        prompt = self.last_prompt()
+        return () if prompt is None else (replace(self.template, prompt=prompt),)
+
+    def __len__(self) -> int:
+        return len(self._requests())
+
+    @overload
+    def __getitem__(self, index: int) -> PreviewRequest: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[PreviewRequest]: ...
+
+    def __getitem__(self, index: int | slice) -> PreviewRequest | Sequence[PreviewRequest]:
+        return self._requests()[index]
+
+
+def preview_requests(
+    config: TemplateTrainingConfig, last_prompt: Callable[[], str | None]
+) -> tuple[Sequence[PreviewRequest], tuple[str, ...]] | None:
+    """The requests previews use (and the prompt file's warnings); None without previews."""
+    if config.sample_prompts is not None:
+        prompts = read_prompt_file(config.sample_prompts, sampler=config.sample_sampler)
+        return prompts.requests, prompts.warnings
+    if config.sample_every_n_steps or config.sample_at_first:
+        return LastPromptPreviews(config, last_prompt), ()
+    return None
+
+
 # ---- the run --------------------------------------------------------------------------------
 
 
@@ -269,6 +344,122 @@ def step_count(
     per_epoch = max(1, -(-per_process // accumulation))
     total = schedule.end_step
     return StepCount(total, -(-total // per_epoch))
+
+
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """A fresh Accelerator (accelerate keeps process-wide state; a second run in one process
+    must not inherit the first one's precision)."""
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def load_frozen_model(config: TemplateTrainingConfig, base: Path, device: Any) -> LoadedModel:
+    vae_precision = "fp32" if config.mixed_precision == "no" else "auto"
+    model = load_model(
+        base,
+        device=device,
+        precision=_PRECISION[config.mixed_precision],
+        vae=config.vae or "none",
+        vae_precision=vae_precision,
+    )
+    if model.family is BaseFamily.SDXL:
+        raise ConfigError(f"{base.name} is an SDXL model; SDXL is not supported by this trainer")
+    for module in model.modules().values():
+        module.requires_grad_(False)
+    return model
+
+
+def checkpoint_facts(base: Path) -> tuple[str, str]:
+    """(A1111's short hash, the checkpoint's name) as stamped into saved files."""
+    return autov2(sha256_file(base)), base.stem
+
+
+@dataclass(frozen=True)
+class TemplateRun:
+    """A run's checked inputs: the options (seed filled in), templates, schedule and data."""
+
+    config: TemplateTrainingConfig
+    templates: tuple[str, ...]
+    schedule: LearnRateSchedule
+    dataset: TrainingDataset
+    config_file: Path
+
+
+def prepare_run(config: ConfigT, accelerator: Accelerator) -> tuple[ConfigT, TemplateRun]:
+    """Check the options against the machine, fix the seed, read the templates and the image
+    folder, and write the resolved options beside the outputs."""
+    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ConfigError("mixed_precision fp16 needs a GPU", hint="use bf16 or no")
+    for name in ("weights", "sample_prompts", "resume"):
+        path = getattr(config, name)
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{name}: {path} does not exist")
+    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+    config = config.model_copy(update={"seed": seed})
+    templates = read_template(config.template_filename)
+    schedule = config.schedule()
+    set_seed(seed)
+    dataset = image_dataset(config, seed)
+    config_file = config.output_dir / f"{config.output_name}-config.toml"
+    if accelerator.is_main_process:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        write_resolved_config(config, config_file)
+    return config, TemplateRun(config, templates, schedule, dataset, config_file)
+
+
+def attach_previews(
+    hooks: Hooks | None,
+    config: TemplateTrainingConfig,
+    last_prompt: Callable[[], str | None],
+    make_preview: Callable[[], Preview | None] | None,
+) -> tuple[Hooks, tuple[str, ...]]:
+    """The run's hooks with its preview requests and (built now) its preview callable."""
+    hooks = hooks or Hooks()
+    found = preview_requests(config, last_prompt)
+    if found is None:
+        return hooks, ()
+    hooks.preview_requests, warnings = found
+    if hooks.preview is None and make_preview is not None:
+        hooks.preview = make_preview()
+    return hooks, warnings
+
+
+def run_method(
+    run: TemplateRun,
+    method: TrainingMethod,
+    accelerator: Accelerator,
+    *,
+    optimizer: OptimizerChoice,
+    suffix: str,
+    fingerprint: dict[str, Any],
+    hooks: Hooks,
+) -> TrainingResult:
+    """Train `method` on the run's data with `optimizer` (A1111: AdamW, weight decay 0 for
+    embeddings, torch's default for hypernetworks) following the schedule; the resume
+    fingerprint gains what every template run shares."""
+    config, processes = run.config, accelerator.num_processes
+    steps = step_count(run.dataset, run.schedule, config.gradient_accumulation_steps, processes)
+    fingerprint = {
+        "seed": config.seed,
+        "train_batch_size": config.train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "num_processes": processes,
+        "learning_rate": config.learning_rate,
+        "max_train_steps": steps.total_steps,
+    } | fingerprint
+    trainer = Trainer(
+        method,
+        run.dataset,
+        loop_settings(config, steps, suffix, fingerprint),
+        accelerator,
+        optimizer,
+        lambda torch_optimizer, _total: schedule_scheduler(
+            torch_optimizer, run.schedule, processes
+        ),
+        hooks,
+    )
+    return trainer.run()
 
 
 def loop_settings(

@@ -9,12 +9,13 @@ so the tokenizer and the embedding matrix are never changed. Initial vectors: ve
 embedding of init-text token ``i * len // n`` (A1111's rule); zeros when the init text has no
 tokens. The file is A1111's `.pt` (`step`, `sd_checkpoint`, `sd_checkpoint_name`) or sd-scripts'
 `.safetensors` (`emb_params`); every `save_every_n_steps` a copy `<name>-<step>.pt` is written.
+A warning says when the vectors exceed what the data supports: more vectors than training images,
+or prompts (template + longest caption) longer than the 75 tokens CLIP reads.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,37 +23,32 @@ from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import set_seed
 from pydantic import Field
 
 from brushwork.core.errors import ConfigError
-from brushwork.core.hashing import autov2, sha256_file
-from brushwork.core.kinds import BaseFamily
-from brushwork.formats.embedding import TEXT_ENCODER, Embedding, write_embedding
-from brushwork.loading import LoadedModel, load_model
-from brushwork.training.config_file import write_resolved_config
-from brushwork.training.engine import Hooks, SaveInfo, Trainer, TrainingResult
-from brushwork.training.lr_schedule import schedule_scheduler
+from brushwork.formats.embedding import TEXT_ENCODER, Embedding, read_embedding, write_embedding
+from brushwork.loading import LoadedModel
+from brushwork.training.engine import Hooks, SaveInfo, TrainingResult
 from brushwork.training.objective import ObjectiveSettings, denoising_loss, noise_latents
 from brushwork.training.optim import OptimizerChoice, ParamGroup
-from brushwork.training.samples import Preview, read_prompt_file
+from brushwork.training.samples import Preview
 from brushwork.training.template_training import (
     LatentSource,
     TemplateTrainingConfig,
+    attach_previews,
     batch_prompts,
+    checkpoint_facts,
     fill_template,
-    image_dataset,
-    loop_settings,
-    read_template,
-    step_count,
+    load_frozen_model,
+    make_accelerator,
+    prepare_run,
+    run_method,
 )
 from brushwork.training.text import CaptionEncoder
 
 logger = logging.getLogger(__name__)
 
 MAX_VECTORS = 75
-_PRECISION = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
 
 class EmbeddingTrainingConfig(TemplateTrainingConfig):
@@ -187,6 +183,7 @@ class TextualInversionMethod:
         self.objective = ObjectiveSettings(prediction_type=model.prediction_type)
         self.alphas_cumprod = model.alphas_cumprod.to(model.device)
         self.latents = LatentSource(model, config.latent_sampling_method, config.seed or 0)
+        self.last_prompt: str | None = None  # what A1111's preview draws without a prompt file
 
     def remove(self) -> None:
         """Put the original token-embedding layer back (the model is as it was loaded)."""
@@ -207,6 +204,7 @@ class TextualInversionMethod:
 
     def loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
         texts = batch_prompts(batch, self.templates, self.config.trigger, generator)
+        self.last_prompt = texts[0]
         latents = self.latents(batch, generator)
         context = self.captions.encode_ids(self.tokens(texts).to(self.model.device))
         noised = noise_latents(latents, self.alphas_cumprod, self.objective, generator)
@@ -246,33 +244,6 @@ class EmbeddingRunResult:
 EmbeddingPreviewFactory = Callable[[LoadedModel, Callable[[], Embedding]], Preview | None]
 
 
-def make_accelerator(mixed_precision: str) -> Accelerator:
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision)
-
-
-def load_frozen_model(config: TemplateTrainingConfig, base: Path, device: Any) -> LoadedModel:
-    vae_precision = "fp32" if config.mixed_precision == "no" else "auto"
-    model = load_model(
-        base,
-        device=device,
-        precision=_PRECISION[config.mixed_precision],
-        vae=config.vae or "none",
-        vae_precision=vae_precision,
-    )
-    if model.family is BaseFamily.SDXL:
-        raise ConfigError(f"{base.name} is an SDXL model; SDXL is not supported by this trainer")
-    for module in model.modules().values():
-        module.requires_grad_(False)
-    return model
-
-
-def checkpoint_facts(base: Path) -> tuple[str, str]:
-    """(A1111's short hash, the checkpoint's name) as stamped into saved files."""
-    return autov2(sha256_file(base)), base.stem
-
-
 def length_warnings(
     tokens: TriggerTokens, templates: Sequence[str], captions: Sequence[str]
 ) -> list[str]:
@@ -285,6 +256,17 @@ def length_warnings(
         return [
             f"with {len(tokens.placeholders)} vectors the longest prompt is {worst} tokens; "
             f"CLIP reads {MAX_VECTORS}, so the end is cut off (use fewer vectors or shorter captions)"
+        ]
+    return []
+
+
+def vector_warnings(vectors: int, images: int) -> list[str]:
+    """A warning when there are more vectors than training images: each vector is fitted
+    to the pictures, so more vectors need more of them (A1111's advice), or it overfits."""
+    if vectors > images:
+        return [
+            f"{vectors} vectors per token for {images} training images: more vectors need more "
+            f"pictures; use at most {images} vectors or add images"
         ]
     return []
 
@@ -310,77 +292,58 @@ def train_embedding(
     initial: Embedding | None = None,
 ) -> EmbeddingRunResult:
     """Train an embedding as `config` says on `base_model` (or the already loaded `model`,
-    which is left exactly as it was). `initial` continues an existing embedding."""
+    which is left exactly as it was). `initial` (or the file `config.weights`) continues an
+    existing embedding."""
     accelerator = accelerator or make_accelerator(config.mixed_precision)
-    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise ConfigError("mixed_precision fp16 needs a GPU", hint="use bf16 or no")
-    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
-    config = config.model_copy(update={"seed": seed})
-    templates = read_template(config.template_filename)
-    schedule = config.schedule()
-    prompts = read_prompt_file(config.sample_prompts) if config.sample_prompts else None
-    set_seed(seed)
-    dataset = image_dataset(config, seed)
-    config_file = config.output_dir / f"{config.output_name}-config.toml"
-    if accelerator.is_main_process:
-        config.output_dir.mkdir(parents=True, exist_ok=True)
-        write_resolved_config(config, config_file)
+    config, run = prepare_run(config, accelerator)
+    if initial is None and config.weights is not None:
+        initial = read_embedding(config.weights)
+    start = _check_initial(initial, config) if initial is not None else None
     model = model or load_frozen_model(config, base_model, accelerator.device)
-    start = None
-    if initial is not None:
-        start = _check_initial(initial, config)
     checkpoint_hash, checkpoint_name = checkpoint_facts(base_model)
     method = TextualInversionMethod(
         model,
         config,
-        templates,
+        run.templates,
         checkpoint_hash=checkpoint_hash,
         checkpoint_name=checkpoint_name,
         initial=start,
     )
-    extra = length_warnings(method.tokens, templates, caption_texts(config.train_data_dir))
-    for message in extra:
-        logger.warning("%s", message)
-    warnings = [*dataset.warnings, *extra]
-    hooks = hooks or Hooks()
-    if prompts is not None:
-        hooks.preview_requests = prompts.requests
-        if hooks.preview is None and preview_factory is not None:
-            hooks.preview = preview_factory(model, lambda: method.embedding())
-    steps = step_count(
-        dataset, schedule, config.gradient_accumulation_steps, accelerator.num_processes
-    )
-    fingerprint = {
-        "seed": seed,
-        "train_batch_size": config.train_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "num_processes": accelerator.num_processes,
-        "num_vectors_per_token": config.num_vectors_per_token,
-        "learning_rate": config.learning_rate,
-        "max_train_steps": steps.total_steps,
-    }
-    processes = accelerator.num_processes
     try:
-        trainer = Trainer(
-            method,
-            dataset,
-            loop_settings(config, steps, "." + config.save_model_as, fingerprint),
-            accelerator,
-            OptimizerChoice("AdamW", {"weight_decay": 0.0}),
-            lambda optimizer, _total: schedule_scheduler(optimizer, schedule, processes),
+        warnings = [
+            *run.dataset.warnings,
+            *vector_warnings(config.num_vectors_per_token, run.dataset.image_count),
+            *length_warnings(method.tokens, run.templates, caption_texts(config.train_data_dir)),
+        ]
+        factory = preview_factory
+        hooks, preview_warnings = attach_previews(
             hooks,
+            config,
+            lambda: method.last_prompt,
+            None if factory is None else lambda: factory(model, method.embedding),
         )
-        result = trainer.run()
+        for message in (*warnings[len(run.dataset.warnings) :], *preview_warnings):
+            logger.warning("%s", message)
+        result = run_method(
+            run,
+            method,
+            accelerator,
+            optimizer=OptimizerChoice("AdamW", {"weight_decay": 0.0}),
+            suffix="." + config.save_model_as,
+            fingerprint={"num_vectors_per_token": config.num_vectors_per_token},
+            hooks=hooks,
+        )
     finally:
         method.remove()
-    return EmbeddingRunResult(result, config_file, tuple(warnings))
+    return EmbeddingRunResult(result, run.config_file, (*warnings, *preview_warnings))
 
 
 def _check_initial(initial: Embedding, config: EmbeddingTrainingConfig) -> torch.Tensor:
-    vectors = initial.vectors[TEXT_ENCODER]
-    if initial.is_dual or vectors.shape[0] != config.num_vectors_per_token:
+    vectors = initial.vectors.get(TEXT_ENCODER)
+    if vectors is None or initial.is_dual or vectors.shape[0] != config.num_vectors_per_token:
+        count = "no" if vectors is None else vectors.shape[0]
         raise ConfigError(
-            f"embedding {initial.name!r} has {vectors.shape[0]} vectors; "
+            f"embedding {initial.name!r} has {count} vectors for this text encoder; "
             f"num_vectors_per_token is {config.num_vectors_per_token}",
             hint="set num_vectors_per_token to the embedding's count",
         )

@@ -76,7 +76,13 @@ def read_npz(npz: Path) -> tuple[CachedLatents, str, str] | None:
 
 
 def load_valid_npz(
-    npz: Path, *, bucket: Size, image_sha256: str, encoder: str, need_flipped: bool
+    npz: Path,
+    *,
+    bucket: Size,
+    image_sha256: str,
+    encoder: str,
+    need_flipped: bool,
+    downscale: int = 8,
 ) -> CachedLatents | None:
     """The cached latents if `npz` matches this image, bucket and encoder; else None."""
     found = read_npz(npz)
@@ -85,7 +91,7 @@ def load_valid_npz(
     cached, sha, stored_encoder = found
     if sha != image_sha256 or stored_encoder != encoder:
         return None
-    if tuple(cached.latents.shape[1:]) != (bucket[1] // 8, bucket[0] // 8):
+    if tuple(cached.latents.shape[1:]) != (bucket[1] // downscale, bucket[0] // downscale):
         return None
     flipped = cached.latents_flipped
     if need_flipped and (flipped is None or flipped.shape != cached.latents.shape):

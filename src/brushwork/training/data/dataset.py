@@ -262,9 +262,10 @@ class TrainingDataset:
         to_disk: bool = False,
         batch_size: int = 1,
         encoder_name: str = "",
+        downscale: int = 8,
     ) -> None:
         """Encode every used image once. `encode` takes images [B, 3, H, W] in [-1, 1] and
-        returns latents [B, C, H/8, W/8]; they are stored exactly as returned, so whether the
+        returns latents [B, C, H/d, W/d] (d = `downscale`, the VAE's: 8 for SD); they are stored exactly as returned, so whether the
         VAE scaling factor is applied is the caller's choice (kohya caches unscaled latents and
         multiplies at each step). Flipping subsets also cache the flipped image's latents.
 
@@ -278,7 +279,12 @@ class TrainingDataset:
                 hint="turn off random_crop or latent caching",
             )
         latent_cache.cache_parts(
-            self._parts, encode, to_disk=to_disk, batch_size=batch_size, encoder=encoder_name
+            self._parts,
+            encode,
+            to_disk=to_disk,
+            batch_size=batch_size,
+            encoder=encoder_name,
+            downscale=downscale,
         )
         self._latent_mode = "disk" if to_disk else "memory"
 

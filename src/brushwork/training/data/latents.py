@@ -34,9 +34,16 @@ class _Pending:
 
 
 def cache_parts(
-    parts: list[DatasetPart], encode: Encode, *, to_disk: bool, batch_size: int, encoder: str
+    parts: list[DatasetPart],
+    encode: Encode,
+    *,
+    to_disk: bool,
+    batch_size: int,
+    encoder: str,
+    downscale: int = 8,
 ) -> None:
-    """Fill `record.latents` (memory) or `record.npz` (disk) for every used image."""
+    """Fill `record.latents` (memory) or `record.npz` (disk) for every used image; latents are
+    `downscale` times smaller than the bucket (8 for every SD VAE, less for small models)."""
     if batch_size < 1:
         raise BrushworkError(f"latent caching batch size is {batch_size}; it must be at least 1")
     pending: dict[Size, list[_Pending]] = {}
@@ -46,7 +53,7 @@ def cache_parts(
             flip = part.subsets[record.subset].flip_aug
             record.latents = record.latents_flipped = record.npz = None
             sha = file_sha256(record.path) if to_disk else ""
-            if to_disk and _reuse_disk_cache(record, flip, sha, encoder):
+            if to_disk and _reuse_disk_cache(record, flip, sha, encoder, downscale):
                 reused += 1
                 continue
             pending.setdefault(record.bucket, []).append(_Pending(record, flip, sha))
@@ -55,15 +62,24 @@ def cache_parts(
         items = pending[bucket]
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            _encode_chunk(chunk, bucket, encode, to_disk=to_disk, encoder=encoder)
+            _encode_chunk(
+                chunk, bucket, encode, to_disk=to_disk, encoder=encoder, downscale=downscale
+            )
             encoded += len(chunk)
     logger.info("latents: %d encoded, %d reused from disk", encoded, reused)
 
 
-def _reuse_disk_cache(record: ImageRecord, flip: bool, sha: str, encoder: str) -> bool:
+def _reuse_disk_cache(
+    record: ImageRecord, flip: bool, sha: str, encoder: str, downscale: int
+) -> bool:
     npz = npz_path_for(record.path)
     found = load_valid_npz(
-        npz, bucket=record.bucket, image_sha256=sha, encoder=encoder, need_flipped=flip
+        npz,
+        bucket=record.bucket,
+        image_sha256=sha,
+        encoder=encoder,
+        need_flipped=flip,
+        downscale=downscale,
     )
     if found is None:
         return False
@@ -80,13 +96,20 @@ def _pixels(record: ImageRecord) -> torch.Tensor:
 
 
 def _encode_chunk(
-    chunk: list[_Pending], bucket: Size, encode: Encode, *, to_disk: bool, encoder: str
+    chunk: list[_Pending],
+    bucket: Size,
+    encode: Encode,
+    *,
+    to_disk: bool,
+    encoder: str,
+    downscale: int,
 ) -> None:
     images = torch.stack([_pixels(item.record) for item in chunk])
-    latents = _checked(encode(images), images, chunk, bucket)
+    latents = _checked(encode(images), images, chunk, bucket, downscale)
     flipped = None
     if any(item.flip for item in chunk):
-        flipped = _checked(encode(torch.flip(images, dims=[3])), images, chunk, bucket)
+        mirrored = encode(torch.flip(images, dims=[3]))
+        flipped = _checked(mirrored, images, chunk, bucket, downscale)
     for i, item in enumerate(chunk):
         record = item.record
         mine = latents[i].detach().to("cpu")
@@ -101,9 +124,13 @@ def _encode_chunk(
 
 
 def _checked(
-    latents: torch.Tensor, images: torch.Tensor, chunk: list[_Pending], bucket: Size
+    latents: torch.Tensor,
+    images: torch.Tensor,
+    chunk: list[_Pending],
+    bucket: Size,
+    downscale: int,
 ) -> torch.Tensor:
-    expected_hw = (bucket[1] // 8, bucket[0] // 8)
+    expected_hw = (bucket[1] // downscale, bucket[0] // downscale)
     if (
         latents.ndim != 4
         or latents.shape[0] != images.shape[0]

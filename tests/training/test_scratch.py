@@ -1,0 +1,158 @@
+"""Training from scratch (training/scratch.py) and the full fine-tune method (training/finetune.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from typer.testing import CliRunner
+
+from brushwork.cli.main import app
+from brushwork.core.errors import ConfigError
+from brushwork.demo.dataset import write_dataset
+from brushwork.formats.safeio import read_header
+from brushwork.formats.vae import read_vae
+from brushwork.loading import load_model
+from brushwork.testing.factory import TINY_VAE, component_configs
+from brushwork.training.scratch import (
+    fold_latent_scale,
+    latent_std,
+    read_scratch_config,
+    scratch_config,
+    train_from_scratch,
+)
+from brushwork.training.scratch_data import InMemoryImageSet
+
+TINY_MODEL = {"family": "sd1"} | {
+    name: cfg for name, cfg in component_configs("sd1", "tiny").items() if name != "vae"
+}
+
+
+@pytest.fixture(scope="module")
+def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    write_dataset(root, ("circle", "square"), 8, seed=1, size=32, repeats=1, name="shapes")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "model.json"
+    path.write_text(json.dumps(TINY_MODEL | {"vae": TINY_VAE}), encoding="utf-8")
+    return path
+
+
+def _config(model_json: Path, data: Path, out: Path, **extra: object) -> dict[str, object]:
+    return {
+        "model_config": str(model_json),
+        "train_data_dir": str(data),
+        "output_dir": str(out),
+        "output_name": "tiny",
+        "resolution": 32,
+        "vae_steps": 3,
+        "vae_batch_size": 4,
+        "max_train_steps": 3,
+        "train_batch_size": 4,
+        "lr_warmup_steps": 0,
+    } | extra
+
+
+def test_folding_the_latent_scale_keeps_what_the_vae_decodes() -> None:
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_config(TINY_VAE).eval()
+    pixels = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
+        std_before = latent_std(vae, pixels)
+        fold_latent_scale(vae, 3.0)
+        posterior = vae.encode(pixels).latent_dist
+        after = vae.decode(posterior.mode()).sample
+    assert torch.allclose(before, after, atol=1e-4)
+    assert latent_std(vae, pixels) == pytest.approx(3.0 * std_before, rel=1e-4)
+    with pytest.raises(ValueError, match="positive"):
+        fold_latent_scale(vae, 0.0)
+
+
+def test_a_run_from_scratch_writes_a_checkpoint_our_loader_reads(
+    shapes_folder: Path, model_json: Path, tmp_path: Path
+) -> None:
+    config = scratch_config(_config(model_json, shapes_folder, tmp_path))
+    result = train_from_scratch(config)
+    assert result.model_file == tmp_path / "tiny.safetensors"
+    assert (result.vae_steps, result.steps, result.images) == (3, 3, 8)
+    model = load_model(result.model_file, device="cpu", precision="fp32")
+    assert model.family.value == "sd1"
+    # the VAE in the model is the trained one (saved in fp16), its latents scaled to SD1's factor
+    vae_file = read_vae(tmp_path / "tiny-vae.safetensors")
+    for key, value in vae_file.state_dict.items():
+        assert torch.equal(model.vae.state_dict()[key], value.half().float()), key
+    data = InMemoryImageSet(shapes_folder, 32, 4, seed=0)
+    assert latent_std(model.vae, data.pixels) * 0.18215 == pytest.approx(1.0, rel=1e-3)
+    # the trained weights differ from the created ones, and the file says how it was made
+    init = load_model(result.init_file, device="cpu", precision="fp32")
+    assert not torch.equal(init.unet.conv_in.weight, model.unet.conv_in.weight)
+    metadata = read_header(result.model_file).metadata
+    record = json.loads(metadata["brushwork.training"])
+    assert record["method"] == "from scratch"
+    assert record["config"]["train_data_dir"] == shapes_folder.name
+    assert str(tmp_path) not in metadata["brushwork.training"]  # no machine's folders
+
+
+def test_a_trained_vae_file_can_be_reused(
+    shapes_folder: Path, model_json: Path, tmp_path: Path
+) -> None:
+    first = train_from_scratch(scratch_config(_config(model_json, shapes_folder, tmp_path / "a")))
+    vae_file = tmp_path / "a" / "tiny-vae.safetensors"
+    second = train_from_scratch(
+        scratch_config(_config(model_json, shapes_folder, tmp_path / "b", vae=str(vae_file)))
+    )
+    assert second.vae_steps == 0
+    one = load_model(first.model_file, device="cpu", precision="fp32")
+    two = load_model(second.model_file, device="cpu", precision="fp32")
+    assert torch.equal(one.vae.decoder.conv_out.weight, two.vae.decoder.conv_out.weight)
+
+
+def test_the_config_file_names_a_wrong_key(tmp_path: Path, model_json: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(f'model_config = "{model_json}"\nlearning_rat = 1e-4\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="learning_rat"):
+        read_scratch_config(config, {"train_data_dir": "x", "output_dir": "y"})
+
+
+def test_relative_paths_in_the_config_are_from_its_folder(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'model_config = "m.json"\ntrain_data_dir = "data"\noutput_dir = "out"\n'
+        "[diffusion]\nmax_train_steps = 7\n",
+        encoding="utf-8",
+    )
+    loaded = read_scratch_config(config)
+    assert loaded.model_config_file == tmp_path / "m.json"
+    assert loaded.train_data_dir == tmp_path / "data"
+    assert loaded.max_train_steps == 7
+
+
+def test_an_empty_folder_is_a_clear_error(model_json: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no pictures"):
+        train_from_scratch(scratch_config(_config(model_json, tmp_path / "empty", tmp_path)))
+
+
+def test_train_scratch_command(shapes_folder: Path, model_json: Path, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "\n".join(
+            f"{k} = {json.dumps(v)}"
+            for k, v in _config(model_json, shapes_folder, tmp_path).items()
+        ),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        app, ["train", "scratch", "--config", str(config), "--output-name", "cli"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli.safetensors").is_file()
+    assert "from scratch on 8 pictures" in result.output
