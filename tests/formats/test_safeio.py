@@ -20,7 +20,7 @@ import torch
 from brushwork.core.errors import CorruptModelError, NotAModelError, UnsafeModelError
 from brushwork.core.fsutil import atomic_writer
 from brushwork.core.kinds import FileFormat
-from brushwork.formats import safeio
+from brushwork.formats import safe_pickle, safeio
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -116,7 +116,7 @@ def test_pickle_importing_a_torch_function_outside_the_allowlist_is_refused(
 
 def test_pickle_scan_lists_imports_without_running_anything(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    imports = safeio.pickle_imports(pickle.dumps(_TouchFile(marker), protocol=2))
+    imports = safe_pickle.pickle_imports(pickle.dumps(_TouchFile(marker), protocol=2))
     assert any(name.endswith(".system") for name in imports)
     assert not marker.exists()
 
