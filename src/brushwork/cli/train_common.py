@@ -104,25 +104,9 @@ def resolve_base_model(name: str, settings: Settings, roots: list[Path]) -> Path
 
 def generate_images(generator: Any, request: Any, **extra: Any) -> list[Any]:
     """Images of one preview request, each with its A1111 infotext in `info["parameters"]`."""
-    from brushwork.generation import GenerationRequest
+    from brushwork.generation.previews import preview_images
 
-    result = generator.generate(
-        GenerationRequest(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            width=request.width,
-            height=request.height,
-            steps=request.steps,
-            cfg_scale=request.cfg_scale,
-            sampler_name=request.sampler_name,
-            seed=request.seed,
-        ),
-        **extra,
-    )
-    images = []
-    for item in result.generated:
-        item.image.info["parameters"] = item.infotext
-        images.append(item.image)
+    images: list[Any] = preview_images(generator, request, **extra)
     return images
 
 
