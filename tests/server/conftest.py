@@ -69,6 +69,7 @@ def serve(
         queue_size=queue_size,
         outputs=outputs,
         owner=owner,
+        training_outputs=data / "trained",
     )
     app = create_app(ServerConfig(service=service, credentials=credentials))
     port = _free_port()

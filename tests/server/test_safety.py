@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,7 @@ def _route_paths() -> list[tuple[str, str]]:
     """Every documented route, with each method."""
     paths = create_app(ServerConfig()).openapi()["paths"]
     return [
-        (method.upper(), path.replace("{job_id}", "abc"))
+        (method.upper(), re.sub(r"\{[^}]+\}", "0", path))
         for path, methods in paths.items()
         for method in methods
     ]

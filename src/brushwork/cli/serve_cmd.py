@@ -3,12 +3,15 @@
 Binds to 127.0.0.1 unless told otherwise. With `--api-auth`, every route (API, UI, static
 files, docs) needs HTTP basic auth. `--devices cuda:0,cuda:1` runs one worker per device, all
 fed from one queue. Several `serve` processes on several machines share only the library
-folder and the data folder's SQLite files (WAL mode): put any HTTP load balancer in front.
+folder and the data folder's SQLite files (WAL mode): put any HTTP load balancer in front
+(docs/server.md). Training runs read datasets only under `--datasets` and write only under
+`--training-out`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -20,10 +23,23 @@ from brushwork.core.errors import ConfigError
 from brushwork.core.settings import Settings
 
 logger = logging.getLogger(__name__)
+DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?|xpu(:\d+)?")
 
 
 def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+
+
+def parse_devices(text: str | None) -> tuple[str, ...]:
+    """``--devices cuda:0,cuda:1`` -> one device per worker (empty: the setting's device)."""
+    found = tuple(d.strip() for d in text.split(",") if d.strip()) if text else ()
+    for device in found:
+        if not DEVICE.fullmatch(device):
+            raise ConfigError(
+                f"--devices: {device!r} is not a device",
+                hint="e.g. --devices cuda:0,cuda:1 (one worker each), or cpu,cpu",
+            )
+    return found
 
 
 def serve(
@@ -51,6 +67,14 @@ def serve(
     out: Annotated[
         Path | None, typer.Option(help="Output folder (A1111 layout). [<data dir>/outputs]")
     ] = None,
+    datasets: Annotated[
+        Path | None,
+        typer.Option(help="Folder of training datasets runs may use. [<data dir>/datasets]"),
+    ] = None,
+    training_out: Annotated[
+        Path | None,
+        typer.Option(help="Where training runs write. [the first root's LoRA folder]"),
+    ] = None,
 ) -> None:
     """Serve the A1111-compatible API (/sdapi/v1), brushwork's own (/brushwork/v1) and the UI."""
     import uvicorn
@@ -65,7 +89,7 @@ def serve(
         if queue_size < 1:
             raise ConfigError(f"--queue-size must be at least 1, got {queue_size}")
         credentials = parse_credentials(api_auth) if api_auth else ()
-        device_list = tuple(d.strip() for d in devices.split(",") if d.strip()) if devices else ()
+        device_list = parse_devices(devices)
         settings = _settings(ctx)
         roots = tuple(root or ())
         service = ServiceConfig(
@@ -75,11 +99,15 @@ def serve(
             queue_size=queue_size,
             outputs=out,
             owner=f"{socket.gethostname()}:{port}",
+            datasets=datasets,
+            training_outputs=training_out,
         )
         flags = {
             "root": [str(r) for r in roots], "host": host, "port": port,
             "api_auth": bool(credentials), "no_ui": no_ui, "devices": list(device_list),
             "queue_size": queue_size, "out": str(service.outputs_dir),
+            "datasets": str(service.datasets_dir),
+            "training_out": str(training_out) if training_out else None,
         }  # fmt: skip
         app = create_app(ServerConfig(service, credentials, ui=not no_ui, flags=flags))
         if host not in ("127.0.0.1", "localhost", "::1") and not credentials:

@@ -13,6 +13,10 @@ fixed when asked, decoded one image at a time and finished (inpaint overlay).
 ``progress`` is called after every solver step; ``cancel`` (a `threading.Event`) stops the job
 at the next model call: the images of the batches finished before are returned, with
 ``interrupted`` set. ``on_image`` sees every image as soon as it is finished (to save it).
+``preview`` sees, after every solver step, the model's current prediction of the finished
+latents (live previews). ``skip`` (A1111's Skip) ends the batch being drawn after its current
+step and goes on with the next: the skipped batch's images are decoded from that prediction,
+as A1111 keeps them; the event is cleared when it has been acted on and when a batch starts.
 """
 
 from __future__ import annotations
@@ -129,6 +133,13 @@ class GenerationResult:
 
 ProgressCallback = Callable[[GenerationProgress], None]
 ImageCallback = Callable[[GeneratedImage], None]
+PreviewCallback = Callable[[GenerationProgress, torch.Tensor], None]
+"""``preview(progress, denoised)``: ``denoised`` is the batch's predicted final latents
+(``batch, 4, h/8, w/8``, on the model's device; do not modify it)."""
+
+
+class _BatchSkippedError(Exception):
+    """Internal: the caller asked to skip the batch being drawn."""
 
 
 @dataclass
@@ -141,27 +152,37 @@ class _Job:
     progress: ProgressCallback | None
     cancel: threading.Event | None
     on_image: ImageCallback | None
+    preview: PreviewCallback | None = None
+    skip: threading.Event | None = None
     total_steps: int = 0
     done_steps: int = 0
     iteration: int = 0
     sampling_s: float = 0.0
     finished: list[GeneratedImage] = field(default_factory=list)
+    denoised: torch.Tensor | None = None  # the latest prediction of the batch being drawn
+
+    def keep_denoised(self, denoised: torch.Tensor) -> None:
+        self.denoised = denoised
 
     def reporter(self, phase: str) -> Callable[[int, int], None]:
         def report(step: int, steps: int) -> None:
             self.done_steps += 1
+            event = GenerationProgress(
+                self.iteration,
+                self.request.n_iter,
+                phase,
+                step,
+                steps,
+                self.done_steps,
+                self.total_steps,
+            )
             if self.progress is not None:
-                self.progress(
-                    GenerationProgress(
-                        self.iteration,
-                        self.request.n_iter,
-                        phase,
-                        step,
-                        steps,
-                        self.done_steps,
-                        self.total_steps,
-                    )
-                )
+                self.progress(event)
+            if self.preview is not None and self.denoised is not None:
+                self.preview(event, self.denoised)
+            if self.skip is not None and self.skip.is_set():
+                self.skip.clear()
+                raise _BatchSkippedError()
 
         return report
 
@@ -207,6 +228,8 @@ class Generator:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         on_image: ImageCallback | None = None,
+        preview: PreviewCallback | None = None,
+        skip: threading.Event | None = None,
     ) -> GenerationResult:
         """Draw every image of the request (see the module docstring).
 
@@ -218,7 +241,7 @@ class Generator:
         seeds, subseeds = batch_seeds(
             request.seed, request.subseed, request.subseed_strength, request.image_count
         )
-        job = _Job(request, seeds, subseeds, progress, cancel, on_image)
+        job = _Job(request, seeds, subseeds, progress, cancel, on_image, preview, skip)
         scan = self.library.scan() if self.library is not None else None
         text, refs = extract_networks(request.prompt)
         networks = find_networks(
@@ -237,7 +260,7 @@ class Generator:
             try:
                 for iteration in range(request.n_iter):
                     job.iteration = iteration
-                    self._draw_batch(job, plan)
+                    self._draw_or_skip(job, plan)
             except GenerationCancelledError:
                 interrupted = True
                 logger.info("generation stopped after %d images", len(job.finished))
@@ -327,6 +350,20 @@ class Generator:
             latent_downscale=latent_factor(self.model),
         )
 
+    def _draw_or_skip(self, job: _Job, plan: _Plan) -> None:
+        """Draw one batch; when it is skipped, keep what its last step predicted (A1111)."""
+        job.denoised = None
+        if job.skip is not None:
+            job.skip.clear()
+        started = time.perf_counter()
+        try:
+            self._draw_batch(job, plan)
+        except _BatchSkippedError:
+            job.sampling_s += time.perf_counter() - started
+            logger.info("batch %d of %d skipped", job.iteration + 1, job.request.n_iter)
+            if job.denoised is not None:
+                self._finish(job, plan, job.denoised)
+
     def _draw_batch(self, job: _Job, plan: _Plan) -> None:
         request = job.request
         factor = latent_factor(self.model)
@@ -348,6 +385,7 @@ class Generator:
             inpaint=inpaint,
             cancel=job.cancel,
             report=job.reporter("sampling"),
+            on_latents=job.keep_denoised,
         )
         if plan.hires is not None:
             latents = run_hires(
@@ -359,6 +397,7 @@ class Generator:
                 lambda shape, pass_plan: self._noise(job, shape, pass_plan),
                 cancel=job.cancel,
                 report=job.reporter("hires"),
+                on_latents=job.keep_denoised,
             )
         job.sampling_s += time.perf_counter() - started
         self._finish(job, plan, latents)

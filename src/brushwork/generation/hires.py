@@ -29,7 +29,13 @@ from brushwork.generation.request import (
     LATENT_UPSCALE_MODES,
     GenerationRequest,
 )
-from brushwork.generation.sampling import PassPlan, StepReport, img2img_plan, sample_pass
+from brushwork.generation.sampling import (
+    LatentsReport,
+    PassPlan,
+    StepReport,
+    img2img_plan,
+    sample_pass,
+)
 from brushwork.generation.sampling import schedule_steps as prompt_steps
 from brushwork.loading import LoadedModel, decode_latents
 from brushwork.prompt import extract_networks
@@ -123,6 +129,7 @@ def run_hires(
     *,
     cancel: threading.Event | None,
     report: StepReport | None,
+    on_latents: LatentsReport | None = None,
 ) -> Tensor:
     """Upscale and run the second pass for one batch."""
     samples = upscale_latents(model, latents, request, hires.size)
@@ -137,4 +144,5 @@ def run_hires(
         start=samples,
         cancel=cancel,
         report=report,
+        on_latents=on_latents,
     )

@@ -187,7 +187,7 @@ class GenerationRequest:
             raise ConfigError("a mask needs an init image to inpaint", hint="pass init_images")
         if len(self.init_images) > 1 and len(self.init_images) != self.batch_size:
             raise ConfigError(
-                f"{len(self.init_images)} init images for a batch of {self.batch_size}",
+                f"init_images: {len(self.init_images)} init images for a batch of {self.batch_size}",
                 hint="give one init image (used for every image) or one per image of the batch",
             )
         if self.init_images and self.enable_hr:
@@ -196,7 +196,9 @@ class GenerationRequest:
     def _check_hires(self) -> None:
         if self.hr_upscaler not in LATENT_UPSCALE_MODES and self.hr_upscaler not in IMAGE_UPSCALERS:
             valid = ", ".join([*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS])
-            raise ConfigError(f"unknown hires upscaler {self.hr_upscaler!r}; valid: {valid}")
+            raise ConfigError(
+                f"hr_upscaler: unknown hires upscaler {self.hr_upscaler!r}; valid: {valid}"
+            )
         if (
             self.hr_resize_x == 0
             and self.hr_resize_y == 0
@@ -211,7 +213,9 @@ class GenerationRequest:
             resolve_sampler_name(self.hr_sampler_name, self.hr_scheduler)
         width, height = self.hires_size
         if width < LATENT_FACTOR or height < LATENT_FACTOR:
-            raise ConfigError(f"the hires size {width}x{height} is too small")
+            raise ConfigError(
+                f"hr_scale/hr_resize_x/hr_resize_y: the hires size {width}x{height} is too small"
+            )
 
     # -- derived facts ------------------------------------------------------------------------
 

@@ -30,6 +30,9 @@ from brushwork.samplers import (
 
 StepReport = Callable[[int, int], None]
 """``report(steps_done, steps_of_this_pass)`` after every solver step."""
+LatentsReport = Callable[[Tensor], None]
+"""``on_latents(denoised)`` after every solver step, before `StepReport`: the model's current
+prediction of the finished latents (live previews, and what a skipped batch keeps)."""
 
 
 def schedule_steps(sampler: SamplerInfo, steps: int) -> int:
@@ -99,6 +102,7 @@ def sample_pass(
     inpaint: InpaintLatents | None = None,
     cancel: threading.Event | None = None,
     report: StepReport | None = None,
+    on_latents: LatentsReport | None = None,
 ) -> Tensor:
     """Run one pass and return the latents (float32, on the model's device)."""
     if plan.sigmas is None:
@@ -112,6 +116,8 @@ def sample_pass(
     total = plan.steps
 
     def callback(info: StepInfo) -> None:
+        if on_latents is not None:
+            on_latents(info.denoised)
         if report is not None:
             report(info.i + 1, total)
 

@@ -6,6 +6,7 @@ the A1111 options (`Options`) and progress. Cancellation: `JobQueue.cancel` (a q
 starts; a running one stops at its next step), `interrupt_running`.
 """
 
+from brushwork.jobs.names import checkpoint_title, refuse_path_like
 from brushwork.jobs.options import DEFAULT_OPTIONS, Options, check_option, request_overrides
 from brushwork.jobs.queue import (
     Job,
@@ -15,13 +16,7 @@ from brushwork.jobs.queue import (
     JobQueue,
     QueueFullError,
 )
-from brushwork.jobs.service import (
-    GenerationOutcome,
-    JobService,
-    ServiceConfig,
-    checkpoint_title,
-    refuse_path_like,
-)
+from brushwork.jobs.service import GenerationOutcome, JobService, ServiceConfig
 from brushwork.jobs.store import JobRecord, JobStore
 from brushwork.jobs.workers import ModelHost, Worker
 

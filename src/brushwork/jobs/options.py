@@ -31,7 +31,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "grid_save": False,
     "return_grid": True,
     "enable_pnginfo": True,
-    "live_previews_enable": False,
+    "live_previews_enable": True,
+    "show_progress_every_n_steps": 10,
+    "show_progress_type": "Approx cheap",
+    "show_progress_grid": True,
     "show_progressbar": True,
     "sd_checkpoint_cache": 0,
     "sd_vae_checkpoint_cache": 0,
@@ -44,7 +47,11 @@ EFFECTIVE = (
     "randn_source",
     "emphasis",
     "return_grid",
+    "live_previews_enable",
+    "show_progress_every_n_steps",
+    "show_progress_type",
 )
+PREVIEW_TYPES = ("Approx cheap", "Approx NN", "TAESD", "Full")
 RANDN_SOURCES = {"CPU": "cpu", "NV": "nv", "cpu": "cpu", "nv": "nv"}
 
 
@@ -68,8 +75,13 @@ def check_option(key: str, value: Any) -> Any:
             raise ConfigError(f"{key} must be a finite number, got {value!r}")
     elif key in ("sd_model_checkpoint", "sd_vae", "emphasis") and not isinstance(value, str):
         raise ConfigError(f"{key} must be a string, got {value!r}")
-    elif key == "return_grid" and not isinstance(value, bool):
+    elif key in ("return_grid", "live_previews_enable") and not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}")
+    elif key == "show_progress_every_n_steps":
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ConfigError(f"{key} must be an integer from -1 up, got {value!r}")
+    elif key == "show_progress_type" and value not in PREVIEW_TYPES:
+        raise ConfigError(f"{key} must be one of {', '.join(PREVIEW_TYPES)}, got {value!r}")
     return value
 
 

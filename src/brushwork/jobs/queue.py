@@ -2,7 +2,11 @@
 
 A `Job` is a callable run by a worker with a `JobContext` (the worker's model host, a progress
 reporter, the cancel and skip flags). Its `future` (a `concurrent.futures.Future`) carries the
-result to whoever waits: an HTTP handler awaits it without holding a thread.
+result to whoever waits: an HTTP handler awaits it without holding a thread. A job with a
+``device`` runs only on a worker of that device or device type (`device_matches`).
+
+Stopping: ``cancel`` ends a job at its next step (A1111's Interrupt); ``skip`` ends only the
+batch being drawn and goes on with the next (A1111's Skip; jobs other than generation ignore it).
 
 States: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``interrupted``; a queued job can
 be ``cancelled`` before it starts. A full queue refuses new jobs at once (`QueueFullError`),
@@ -34,6 +38,16 @@ class QueueFullError(BrushworkError):
         self.retry_after_s = retry_after_s
 
 
+def device_matches(wanted: str | None, device: str | None) -> bool:
+    """Whether a worker on ``device`` may run a job that wants ``wanted``: None is any device,
+    a type (``cuda``) any device of that type, ``cuda:1`` only that one."""
+    if wanted is None:
+        return True
+    if device is None:
+        return False
+    return device == wanted or device.split(":", 1)[0] == wanted
+
+
 class JobCancelledError(BrushworkError):
     """The job was cancelled before it started."""
 
@@ -42,9 +56,16 @@ class ModelHostLike(Protocol):
     device: str
 
 
+class PreviewSource(Protocol):
+    """A running job's live preview (a PNG made when asked; None when there is none yet)."""
+
+    def png(self) -> bytes | None: ...
+
+
 @dataclass
 class JobProgress:
-    """What a running job reports (steps of the whole job; a preview when there is one)."""
+    """What a running job reports: steps of the whole job, and for training the loss and the
+    engine's own ETA (``metrics``: loss, average_loss, epoch, epochs, eta_s)."""
 
     step: int = 0
     total: int = 0
@@ -52,7 +73,7 @@ class JobProgress:
     iteration: int = 0
     iterations: int = 0
     started: float | None = None
-    preview_png: bytes | None = None
+    metrics: dict[str, float | int | None] = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
@@ -60,7 +81,11 @@ class JobProgress:
 
     @property
     def eta_s(self) -> float:
-        """Seconds left, from the time per step so far (0 before the first step)."""
+        """Seconds left: the job's own estimate, else from the time per step so far (0 before
+        the first step)."""
+        reported = self.metrics.get("eta_s")
+        if reported is not None:
+            return max(float(reported), 0.0)
         if self.started is None or not self.step or not self.total:
             return 0.0
         elapsed = time.monotonic() - self.started
@@ -78,11 +103,17 @@ class JobContext:
     def cancel(self) -> threading.Event:
         return self.job.cancel
 
+    @property
+    def skip(self) -> threading.Event:
+        return self.job.skip
+
     def report(self, step: int, total: int, *, phase: str = "", iteration: int = 0,
-               iterations: int = 0) -> None:  # fmt: skip
+               iterations: int = 0, **metrics: float | int | None) -> None:  # fmt: skip
         progress = self.job.progress
         progress.step, progress.total, progress.phase = step, total, phase
         progress.iteration, progress.iterations = iteration, iterations
+        if metrics:
+            progress.metrics = {**progress.metrics, **metrics}
 
 
 JobFunction = Callable[[JobContext], Any]
@@ -100,10 +131,13 @@ class Job:
     created: float = field(default_factory=time.time)
     error: str | None = None
     worker: str | None = None
+    device: str | None = None  # None: any worker; else only a worker of this device
     progress: JobProgress = field(default_factory=JobProgress)
     cancel: threading.Event = field(default_factory=threading.Event)
     skip: threading.Event = field(default_factory=threading.Event)
     future: Future[Any] = field(default_factory=Future)
+    preview: PreviewSource | None = None  # set by a running generation job
+    detail: Any = None  # what the job keeps for its own views (a training run's loss history)
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view (no preview bytes)."""
@@ -120,6 +154,9 @@ class Job:
                 "fraction": self.progress.fraction,
                 "eta_s": self.progress.eta_s,
                 "phase": self.progress.phase,
+                "iteration": self.progress.iteration,
+                "iterations": self.progress.iterations,
+                **{k: v for k, v in self.progress.metrics.items() if k != "eta_s"},
             },
             "summary": self.summary,
         }
@@ -151,7 +188,7 @@ class JobQueue:
                 raise QueueFullError(self.capacity, self.retry_after_s)
             self._waiting.append(job)
             self._touch()
-            self._cond.notify()
+            self._cond.notify_all()  # a job for one device must reach a worker of that device
         return job
 
     def cancel(self, job_id: str) -> Job | None:
@@ -169,33 +206,39 @@ class JobQueue:
         return running
 
     def interrupt_running(self, *, skip: bool = False) -> int:
-        """Stop every running job at its next step (A1111 ``interrupt``/``skip``)."""
+        """A1111's ``interrupt`` (every running job stops at its next step) or ``skip`` (each
+        ends the batch it is drawing and goes on with the next)."""
         with self._cond:
             jobs = list(self._running.values())
         for job in jobs:
             (job.skip if skip else job.cancel).set()
-            job.cancel.set()
         return len(jobs)
 
     # -- workers --------------------------------------------------------------------------------
 
-    def take(self, worker: str, timeout: float | None = None) -> Job | None:
-        """The oldest waiting job, marked running (None when closed or on timeout)."""
+    def take(
+        self, worker: str, timeout: float | None = None, *, device: str | None = None
+    ) -> Job | None:
+        """The oldest waiting job this worker may run (any, or one for its ``device``), marked
+        running; None when closed or on timeout."""
         with self._cond:
             deadline = None if timeout is None else time.monotonic() + timeout
-            while not self._waiting and not self._closed:
+            while (job := self._first_for(device)) is None and not self._closed:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return None
                 self._cond.wait(left)
-            if self._closed and not self._waiting:
+            if job is None:
                 return None
-            job = self._waiting.popleft()
+            self._waiting.remove(job)
             job.state, job.worker = "running", worker
             job.progress.started = time.monotonic()
             self._running[job.id] = job
             self._touch()
             return job
+
+    def _first_for(self, device: str | None) -> Job | None:
+        return next((job for job in self._waiting if device_matches(job.device, device)), None)
 
     def finish(self, job: Job, state: str, error: str | None = None) -> None:
         with self._cond:
@@ -204,6 +247,7 @@ class JobQueue:
 
     def _finish_locked(self, job: Job, state: str, error: str | None) -> None:
         job.state, job.error = state, error
+        job.preview = None  # live previews are for running jobs only
         self._finished[job.id] = job
         while len(self._finished) > self._history:
             self._finished.popitem(last=False)

@@ -13,9 +13,9 @@ The HTTP layer turns requests into calls here and never keeps state of its own.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -27,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 from brushwork.core.errors import ConfigError
 from brushwork.core.kinds import ModelKind
 from brushwork.core.settings import Settings
+from brushwork.jobs.names import checkpoint_title, refuse_path_like
 from brushwork.jobs.options import EFFECTIVE, Options, check_option, request_overrides
+from brushwork.jobs.previews import LivePreview, PreviewSettings
 from brushwork.jobs.queue import Job, JobContext, JobFunction, JobQueue
 from brushwork.jobs.store import JobStore
+from brushwork.jobs.training import (
+    TrainingPlaces,
+    plan_training,
+    submit_training,
+    training_places,
+)
 from brushwork.jobs.workers import DEFAULT_CACHE_BYTES, ModelHost, Worker
 
 if TYPE_CHECKING:
@@ -40,7 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 JOBS_DB = "jobs.sqlite3"
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,16 @@ class ServiceConfig:
     outputs: Path | None = None  # default <data_dir>/outputs
     owner: str = "local"  # names this server's rows in the shared job record
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    datasets: Path | None = None  # training datasets; default <data_dir>/datasets
+    training_outputs: Path | None = None  # default: the first root's LoRA folder
 
     @property
     def outputs_dir(self) -> Path:
         return self.outputs or self.settings.data_dir / "outputs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.datasets or self.settings.data_dir / "datasets"
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,23 +84,6 @@ class GenerationOutcome:
     @property
     def interrupted(self) -> bool:
         return self.result.interrupted
-
-
-def refuse_path_like(field_name: str, name: str) -> None:
-    """A model name must name a library entry, never a place on disk: refuse traversal."""
-    parts = name.replace("\\", "/").split("/")
-    if "\x00" in name or ".." in parts or name.startswith(("/", "~")) or _DRIVE.match(name):
-        raise ConfigError(
-            f"{field_name}: {name!r} looks like a file path; give a model name from the library"
-        )
-
-
-def checkpoint_title(entry: ModelEntry) -> str:
-    """A1111's title: the path in the checkpoint folder, and ``[short hash]`` once hashed."""
-    inside = entry.relative_path
-    if entry.folder and inside.startswith(entry.folder + "/"):
-        inside = inside[len(entry.folder) + 1 :]
-    return f"{inside} [{entry.autov2}]" if entry.autov2 else inside
 
 
 class JobService:
@@ -152,9 +148,17 @@ class JobService:
 
     def submit(self, kind: str, run: JobFunction, summary: Mapping[str, Any]) -> Job:
         """Queue a job (QueueFullError when full) and record it."""
-        job = Job(kind, run, dict(summary))
-        self.queue.submit(job)
-        self.store.add(job.id, kind, job.summary, job.created)
+        return self.enqueue(Job(kind, run, dict(summary)))
+
+    def enqueue(self, job: Job) -> Job:
+        """Record the job, then queue it (a worker may start it at once); a refused job
+        leaves no row."""
+        self.store.add(job.id, job.kind, job.summary, job.created)
+        try:
+            self.queue.submit(job)
+        except BaseException:
+            self.store.delete(job.id)
+            raise
         return job
 
     def submit_generation(
@@ -167,16 +171,31 @@ class JobService:
         """Queue a txt2img/img2img job with the current options (and per-request overrides)."""
         options = self.effective_options(override_settings or {})
         entry = self.checkpoint_entry(options["sd_model_checkpoint"])
-        vae = self._vae_choice(options["sd_vae"])
+        vae = self.vae_choice(options["sd_vae"])
         request = request.with_changes(**request_overrides(options))
         title = checkpoint_title(entry)
         folder = self.config.outputs_dir if save else None
+        previews = PreviewSettings.from_options(options)
 
         def run(context: JobContext) -> GenerationOutcome:
-            return _generate(context, self.library(), request, entry.path, vae, folder, title)
+            return _generate(
+                context, self.library(), request, (entry.path, vae), folder, title, previews
+            )
 
         summary = _summary(request, title)
         return self.submit(request.mode, run, summary)
+
+    def training_places(self) -> TrainingPlaces:
+        """Where training reads datasets and writes (see `jobs.training`)."""
+        return training_places(self)
+
+    def plan_training(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A training request checked and its step arithmetic computed, nothing queued."""
+        return plan_training(self, values)
+
+    def submit_training(self, values: Mapping[str, Any]) -> Job:
+        """Queue a LoRA run (sd-scripts options; see `jobs.training`) on the training device."""
+        return submit_training(self, values)
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job (recorded) or stop a running one at its next step."""
@@ -196,9 +215,11 @@ class JobService:
     # -- models ---------------------------------------------------------------------------------
 
     def checkpoints(self) -> list[ModelEntry]:
-        scan = self.library().scan()
-        found = [e for e in scan.entries if e.kind is ModelKind.CHECKPOINT]
-        return sorted(found, key=lambda e: e.relative_path.casefold())
+        """Every checkpoint, the user's first and brushwork's built-in demo model last (so it
+        is the default only when the user has none)."""
+        library = self.library()
+        found = [e for e in library.scan().entries if e.kind is ModelKind.CHECKPOINT]
+        return sorted(found, key=lambda e: (library.is_builtin(e), e.relative_path.casefold()))
 
     def entries(self, kind: ModelKind) -> list[ModelEntry]:
         scan = self.library().scan()
@@ -227,7 +248,8 @@ class JobService:
             return None
         return self.library().hash_entry(entry)
 
-    def _vae_choice(self, name: str) -> str | Path:
+    def vae_choice(self, name: str) -> str | Path:
+        """``auto``, ``none``, or the path of the library VAE an option names."""
         lowered = name.lower()
         if lowered in ("automatic", "auto", ""):
             return "auto"
@@ -249,9 +271,9 @@ class JobService:
             checked["sd_model_checkpoint"] = checkpoint_title(entry)
             checked["sd_checkpoint_hash"] = entry.sha256
         if "sd_vae" in checked:
-            self._vae_choice(checked["sd_vae"])
+            self.vae_choice(checked["sd_vae"])
         if name is not None:
-            vae = self._vae_choice(checked.get("sd_vae", self.options.get("sd_vae")))
+            vae = self.vae_choice(checked.get("sd_vae", self.options.get("sd_vae")))
             path = entry.path
 
             def run(context: JobContext) -> None:
@@ -263,8 +285,9 @@ class JobService:
 
     # -- views ----------------------------------------------------------------------------------
 
-    def progress(self) -> dict[str, Any]:
-        """A1111's ``/sdapi/v1/progress`` body (the oldest running job, if any)."""
+    def progress(self, *, current_image: bool = False) -> dict[str, Any]:
+        """A1111's ``/sdapi/v1/progress`` body (the oldest running job, if any); with
+        ``current_image`` its live preview as base64 PNG (A1111's ``skip_current_image=false``)."""
         running = self.queue.running()
         waiting = self.queue.waiting()
         job = min(running, key=lambda j: j.created) if running else None
@@ -281,13 +304,33 @@ class JobService:
             "sampling_step": job.progress.step if job else 0,
             "sampling_steps": job.progress.total if job else 0,
         }
+        png = job.preview.png() if current_image and job and job.preview is not None else None
         return {
             "progress": job.progress.fraction if job else 0.0,
             "eta_relative": job.progress.eta_s if job else 0.0,
             "state": state,
-            "current_image": None,
-            "textinfo": None,
+            "current_image": base64.b64encode(png).decode("ascii") if png else None,
+            "textinfo": _textinfo(job),
         }
+
+
+def _textinfo(job: Job | None) -> str | None:
+    """A line for a progress bar (A1111 shows the sampling step, here with the batch)."""
+    if job is None:
+        return None
+    progress = job.progress
+    if job.kind == "train-lora":
+        loss = progress.metrics.get("average_loss")
+        tail = f", loss {loss:.4f}" if isinstance(loss, float) else ""
+        return f"training step {progress.step}/{progress.total}{tail}"
+    if not progress.total:
+        return "waiting for the model"
+    if job.kind == "xyz":
+        return f"cell {progress.iteration + 1}/{progress.iterations}"
+    batch = (
+        f"batch {progress.iteration + 1}/{progress.iterations}, " if progress.iterations > 1 else ""
+    )
+    return f"{batch}step {progress.step}/{progress.total}"
 
 
 def _summary(request: GenerationRequest, title: str) -> dict[str, Any]:
@@ -308,19 +351,22 @@ def _generate(
     context: JobContext,
     library: Library,
     request: GenerationRequest,
-    checkpoint: Path,
-    vae: str | Path,
+    model_choice: tuple[Path, str | Path],
     folder: Path | None,
     title: str,
+    previews: PreviewSettings,
 ) -> GenerationOutcome:
     """Run one generation job on the worker's model host, saving each image when finished."""
     from brushwork.generation import GenerationProgress, images_folder, save_image
 
+    checkpoint, vae = model_choice
     vae_folders = tuple(
         sorted({e.path.parent for e in library.scan().entries if e.kind is ModelKind.VAE})
     )
     model = context.host.model(checkpoint, vae, vae_folders)
     generator = context.host.generator(model, library)
+    live = LivePreview(previews, model.family, full=lambda latents: _decode_full(model, latents))
+    context.job.preview = live
     saved: list[Path] = []
     out = images_folder(folder, request.mode) if folder is not None else None
 
@@ -334,5 +380,20 @@ def _generate(
             iterations=event.iterations,
         )  # fmt: skip
 
-    result = generator.generate(request, progress=advance, cancel=context.cancel, on_image=keep)
+    def preview(event: GenerationProgress, denoised: Any) -> None:
+        live.offer(event.step, event.steps, denoised)
+
+    result = generator.generate(
+        request, progress=advance, cancel=context.cancel, on_image=keep, preview=preview,
+        skip=context.skip,
+    )  # fmt: skip
     return GenerationOutcome(result, tuple(saved), title)
+
+
+def _decode_full(model: Any, latents: Any) -> list[Any]:
+    """A1111's "Full" live preview: the VAE decodes the prediction (in the sampling thread)."""
+    from brushwork.generation.imaging import sample_to_image
+    from brushwork.loading import decode_latents
+
+    decoded = decode_latents(model, latents)
+    return [sample_to_image(image) for image in decoded]

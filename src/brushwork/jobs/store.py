@@ -101,6 +101,11 @@ class JobStore:
             )
             self._db.commit()
 
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._db.commit()
+
     def update(
         self,
         job_id: str,

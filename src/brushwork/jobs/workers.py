@@ -73,6 +73,12 @@ class ModelHost:
             del self._generators[next(iter(self._generators))]
         return generator
 
+    def release(self) -> None:
+        """Drop every cached model (a training run needs the device's memory)."""
+        self._generators.clear()
+        if self._cache is not None:
+            self._cache.clear()
+
     def memory(self) -> dict[str, Any]:
         stats = self.cache.stats if self._cache is not None else None
         return {
@@ -105,7 +111,7 @@ class Worker:
 
     def _loop(self) -> None:
         while True:
-            job = self.queue.take(self.name)
+            job = self.queue.take(self.name, device=self.host.device)
             if job is None:
                 return
             self._run(job)

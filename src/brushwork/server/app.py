@@ -31,7 +31,11 @@ from brushwork.jobs import JobCancelledError, JobService, QueueFullError, Servic
 from brushwork.library.errors import AmbiguousModelError, ModelNotFoundError
 from brushwork.server.auth import BasicAuthMiddleware, Credential
 from brushwork.server.extras import router as extras_router
+from brushwork.server.library_routes import router as library_router
+from brushwork.server.project_routes import router as project_router
 from brushwork.server.sdapi import router as sdapi_router
+from brushwork.server.training_routes import router as training_router
+from brushwork.server.xyz_routes import router as xyz_router
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +114,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     _install_handlers(app)
     app.include_router(sdapi_router)
     app.include_router(extras_router)
+    app.include_router(library_router)
+    app.include_router(training_router)
+    app.include_router(xyz_router)
+    app.include_router(project_router)
     if config.ui:
         static = resources.files("brushwork.ui") / "static"
         app.mount("/ui", StaticFiles(directory=str(static), html=True), name="ui")

@@ -4,7 +4,8 @@
   data folder's servers accepted, with what was lost in a restart);
 * ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel`` (a queued job never starts; a running one
   stops at its next step);
-* ``GET /library``: every model file with its kind, family, hashes and metadata;
+* ``GET /gallery``: recent generated images with their infotext (``/jobs/{id}/outputs/{n}``);
+* the library (`library_routes`) and training (`training_routes`) have their own modules;
 * ``GET /events``: a server-sent event stream of queue snapshots, one per change.
 """
 
@@ -13,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from brushwork.server.sdapi import safe_text, service_of
@@ -24,6 +27,9 @@ from brushwork.server.sdapi import safe_text, service_of
 router = APIRouter(prefix="/brushwork/v1", tags=["brushwork"])
 EVENT_POLL_S = 0.2
 EVENT_KEEPALIVE_S = 15.0
+GALLERY_KINDS = ("txt2img", "img2img", "xyz")
+IMAGE_MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+               ".webp": "image/webp"}  # fmt: skip
 
 
 @router.get("/jobs")
@@ -57,15 +63,46 @@ def cancel(request: Request, job_id: str) -> dict[str, Any]:
     return found.snapshot()
 
 
-@router.get("/library")
-def library(request: Request) -> list[dict[str, Any]]:
-    scan = service_of(request).library().scan()
-    items = []
-    for entry in scan.entries:
-        summary = json.loads(json.dumps(entry.summary(), default=str))
-        summary["path"] = safe_text(entry.path)
-        items.append(summary)
+@router.get("/gallery")
+def gallery(request: Request, limit: int = 48) -> list[dict[str, Any]]:
+    """The newest generated images (this data folder's job record), each with its infotext."""
+    items: list[dict[str, Any]] = []
+    for record in service_of(request).store.recent(1000):
+        if record.kind not in GALLERY_KINDS:
+            continue
+        for index, output in enumerate(record.outputs):
+            path = Path(output)
+            if not path.is_file():
+                continue  # deleted since
+            items.append({
+                "job": record.id, "index": index, "name": safe_text(path.name),
+                "url": f"/brushwork/v1/jobs/{record.id}/outputs/{index}",
+                "created": record.finished or record.created, "infotext": _infotext(path),
+            })  # fmt: skip
+            if len(items) >= max(1, min(limit, 500)):
+                return items
     return items
+
+
+def _infotext(path: Path) -> str:
+    try:
+        with Image.open(path) as image:
+            text = image.info.get("parameters")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return ""
+    return safe_text(text) if isinstance(text, str) else ""
+
+
+@router.get("/jobs/{job_id}/outputs/{index}")
+def output(request: Request, job_id: str, index: int) -> FileResponse:
+    """One image a generation job wrote (named by the job record, never by a path)."""
+    record = service_of(request).store.get(job_id)
+    if record is None or record.kind not in GALLERY_KINDS or not 0 <= index < len(record.outputs):
+        raise HTTPException(404, f"no image {index} of job {job_id!r}")
+    path = Path(record.outputs[index])
+    if path.suffix.lower() not in IMAGE_MEDIA or not path.is_file():
+        raise HTTPException(404, f"image {index} of job {job_id!r} is gone")
+    return FileResponse(path, media_type=IMAGE_MEDIA[path.suffix.lower()])
 
 
 async def _events(request: Request) -> AsyncIterator[str]:

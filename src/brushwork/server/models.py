@@ -167,3 +167,9 @@ def check_sampler(fields: dict[str, Any]) -> None:
         resolve_sampler_name(fields["sampler_name"], fields["scheduler"])
     except ConfigError as error:
         raise ConfigError(f"sampler_name/scheduler: {error.message}", hint=error.hint) from None
+    if fields.get("hr_sampler_name"):
+        try:
+            resolve_sampler_name(fields["hr_sampler_name"], fields.get("hr_scheduler"))
+        except ConfigError as error:
+            message = f"hr_sampler_name/hr_scheduler: {error.message}"
+            raise ConfigError(message, hint=error.hint) from None

@@ -44,7 +44,7 @@ def safe_text(value: object) -> str:
 # -- generation ---------------------------------------------------------------------------------
 
 
-def _build_request(body: Txt2ImgBody) -> Any:
+def build_request(body: Txt2ImgBody) -> Any:
     from brushwork.generation import GenerationRequest
 
     fields = request_fields(body)
@@ -63,7 +63,7 @@ def _build_request(body: Txt2ImgBody) -> Any:
 
 def _submit(service: JobService, body: Txt2ImgBody) -> Any:
     warn_ignored(body)
-    request = _build_request(body)
+    request = build_request(body)
     return service.submit_generation(request, override_settings=body.override_settings or {})
 
 
@@ -155,7 +155,10 @@ async def img2img(request: Request, body: Img2ImgBody) -> dict[str, Any]:
 
 @router.get("/progress")
 def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
-    return service_of(request).progress()
+    """The running job's progress; ``current_image`` is its live preview (base64 PNG) unless
+    ``skip_current_image`` (options ``live_previews_enable``, ``show_progress_every_n_steps``,
+    ``show_progress_type``: ``Approx cheap`` or ``Full``)."""
+    return service_of(request).progress(current_image=not skip_current_image)
 
 
 @router.post("/interrupt")
@@ -166,7 +169,8 @@ def interrupt(request: Request) -> dict[str, Any]:
 
 @router.post("/skip")
 def skip(request: Request) -> dict[str, Any]:
-    """Stops the running job's sampling at the next step (as interrupt; see the report)."""
+    """Ends the batch being drawn after its current step and goes on with the next (A1111:
+    the skipped batch's images are its last prediction); interrupt stops the whole job."""
     service_of(request).queue.interrupt_running(skip=True)
     return {}
 
