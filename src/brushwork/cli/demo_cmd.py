@@ -117,3 +117,52 @@ def probe(
         typer.echo(
             f"{path}: {result.color} {result.fill} {result.shape} on {result.background} ({sure}){flag}"
         )
+
+
+@demo_app.command("build")
+def build(
+    out: Annotated[Path, typer.Argument(help="Work folder: the pictures and the run's files.")],
+    count: Annotated[int, typer.Option(help="Training pictures to draw.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed of the pictures.")] = 7,
+    max_train_steps: Annotated[
+        int | None, typer.Option(help="Diffusion steps (default: the shipped config's).")
+    ] = None,
+    vae_steps: Annotated[
+        int | None, typer.Option(help="Autoencoder steps (default: the shipped config's).")
+    ] = None,
+    install: Annotated[
+        bool,
+        typer.Option(
+            "--install", help="Copy the result over the built-in demo model of this checkout."
+        ),
+    ] = False,
+) -> None:
+    """Rebuild the built-in demo model from nothing: draw the shapes world (base shapes, large,
+    solid, every colour on every other colour), then train it from scratch with the shipped
+    config (about an hour on a 2-core CPU)."""
+    import shutil
+
+    from brushwork.cli.scratch_cmd import run_scratch
+    from brushwork.demo.dataset import write_dataset
+    from brushwork.demo.model import TRAINING_CONFIG_FILE, demo_model_file
+    from brushwork.demo.shapes import BASE_SHAPES
+
+    with exit_on_error():
+        data = out / "data"
+        written = write_dataset(
+            data, BASE_SHAPES, count, seed=seed, repeats=1, name="shapes", overwrite=True
+        )
+        typer.echo(f"drew {len(written.items)} pictures into {written.folder}")
+        overrides: dict[str, object] = {"train_data_dir": data, "output_dir": out / "run"}
+        if max_train_steps is not None:
+            overrides["max_train_steps"] = max_train_steps
+        if vae_steps is not None:
+            overrides["vae_steps"] = vae_steps
+        model = run_scratch(TRAINING_CONFIG_FILE, overrides)
+        if install:
+            target = demo_model_file()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for source in (model, model.with_suffix(".yaml")):
+                if source.is_file():
+                    shutil.copyfile(source, target.with_suffix(source.suffix))
+            typer.echo(f"installed as {target}")

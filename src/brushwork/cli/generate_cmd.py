@@ -36,6 +36,31 @@ from rich.progress import (
 from rich.text import Text
 
 from brushwork.cli.errors import exit_on_error
+from brushwork.cli.options import (
+    BatchCountOption,
+    BatchSizeOption,
+    CfgOption,
+    ClipSkipOption,
+    CompileOption,
+    DeviceOption,
+    GridOption,
+    LoraOption,
+    ModelOption,
+    NegativeOption,
+    OutOption,
+    PrecisionOption,
+    RngOption,
+    RootOption,
+    SamplerOption,
+    SchedulerOption,
+    SeedOption,
+    SizeOption,
+    StepsOption,
+    VaeOption,
+    cli_settings,
+    request_values,
+    vae_choice,
+)
 from brushwork.core.errors import ConfigError
 from brushwork.core.kinds import ModelKind
 from brushwork.core.settings import Settings
@@ -53,11 +78,6 @@ NO_CHECKPOINT_HINT = (
 )
 MASKED_CONTENT = {"fill": 0, "original": 1, "latent-noise": 2, "latent-nothing": 3}
 RESIZE_MODES = {"just-resize": 0, "crop-and-resize": 1, "resize-and-fill": 2, "latent-upscale": 3}
-
-RootOption = Annotated[
-    list[Path] | None,
-    typer.Option("--root", help="Library root (A1111 / ComfyUI install or models folder)."),
-]
 
 
 class RateColumn(ProgressColumn):
@@ -83,53 +103,6 @@ class CommonOptions:
     compile: bool
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``512x768`` -> (512, 768)."""
-    if text is None:
-        return None
-    width, sep, height = text.lower().partition("x")
-    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
-        raise ConfigError(f"size {text!r} is not WIDTHxHEIGHT", hint="for example 512x768")
-    return int(width), int(height)
-
-
-def parse_lora(text: str) -> Any:
-    """``name`` / ``name:te`` / ``name:te:unet`` -> a LoraChoice."""
-    from brushwork.generation import LoraChoice
-
-    parts = text.split(":")
-    try:
-        te = float(parts[1]) if len(parts) > 1 else 1.0
-        unet = float(parts[2]) if len(parts) > 2 else None
-    except ValueError:
-        raise ConfigError(f"--lora {text!r}: the weights are not numbers") from None
-    return LoraChoice(parts[0], te, unet)
-
-
-def _request_values(**given: Any) -> dict[str, Any]:
-    """Request fields from CLI values that were given (None: keep the default / infotext)."""
-    values = {key: value for key, value in given.items() if value is not None}
-    size = parse_size(values.pop("size", None))
-    if size is not None:
-        values["width"], values["height"] = size
-    resize = parse_size(values.pop("hr_resize", None))
-    if resize is not None:
-        values["hr_resize_x"], values["hr_resize_y"] = resize
-    loras = values.pop("loras", None)
-    if loras:
-        values["loras"] = tuple(parse_lora(text) for text in loras)
-    if any(key.startswith("hr_") for key in values):
-        values.setdefault("enable_hr", True)
-    return values
-
-
-# -- model choice -----------------------------------------------------------------------------
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    return ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-
-
 def choose_checkpoint(library: Library, name: str | None, recorded: Any = None) -> Path:
     """``--model`` (a path, or a library name/hash), else the model an infotext names when the
     library has it, else the library's first checkpoint (by path)."""
@@ -146,15 +119,16 @@ def choose_checkpoint(library: Library, name: str | None, recorded: Any = None) 
                 return library.find(query, kind=ModelKind.CHECKPOINT, scan=scan).path
             except ModelNotFoundError:
                 continue
+    # the user's own checkpoints first; the built-in demo model only when there is none
     checkpoints = sorted(
         (e for e in scan.entries if e.kind is ModelKind.CHECKPOINT),
-        key=lambda e: e.relative_path.casefold(),
+        key=lambda e: (library.is_builtin(e), e.relative_path.casefold()),
     )
     if not checkpoints:
-        folder = library.roots[0] / "models" / "Stable-diffusion"
+        folder = library.user_roots[0] / "models" / "Stable-diffusion"
         raise ConfigError(
-            f"no checkpoint in the library ({', '.join(str(r) for r in library.roots)}) and no "
-            "built-in demo model yet",
+            f"no checkpoint in the library ({', '.join(str(r) for r in library.user_roots)}) "
+            "and the built-in demo model is missing from this installation",
             hint=NO_CHECKPOINT_HINT.format(folder=folder),
         )
     if recorded is not None and getattr(recorded, "model_name", None):
@@ -165,14 +139,6 @@ def choose_checkpoint(library: Library, name: str | None, recorded: Any = None) 
             err=True,
         )
     return checkpoints[0].path
-
-
-def _vae_choice(library: Library, vae: str | None) -> str | Path:
-    if vae is None or vae.lower() in ("auto", "none", "baked"):
-        return vae or "auto"
-    if Path(vae).expanduser().is_file():
-        return Path(vae).expanduser()
-    return library.find(vae, kind=ModelKind.VAE).path
 
 
 def load_for(
@@ -188,7 +154,7 @@ def load_for(
         path,
         device=options.device or settings.device,
         precision=options.precision or settings.precision,
-        vae=_vae_choice(library, options.vae),
+        vae=vae_choice(library, options.vae),
         vae_folders=vae_folders,
     )
     return model, library
@@ -282,37 +248,6 @@ def run_job(
 
 # -- commands ---------------------------------------------------------------------------------
 
-NegativeOption = Annotated[str | None, typer.Option("--negative", "-n", help="Negative prompt.")]
-ModelOption = Annotated[
-    str | None,
-    typer.Option(help="Checkpoint: a library name, hash or path. Default: the first one."),
-]
-VaeOption = Annotated[
-    str | None, typer.Option(help="VAE: auto (default), none (baked), a library name or a path.")
-]
-SamplerOption = Annotated[str | None, typer.Option(help="Sampler (A1111 name). [DPM++ 2M]")]
-SchedulerOption = Annotated[str | None, typer.Option(help="Schedule type. [Automatic]")]
-StepsOption = Annotated[int | None, typer.Option(help="Sampling steps. [20]")]
-CfgOption = Annotated[float | None, typer.Option("--cfg", help="CFG scale. [7]")]
-SeedOption = Annotated[int | None, typer.Option(help="Seed; -1 for a random one. [-1]")]
-SizeOption = Annotated[str | None, typer.Option(help="Image size WxH. [512x512]")]
-BatchSizeOption = Annotated[int | None, typer.Option(help="Images per batch. [1]")]
-BatchCountOption = Annotated[int | None, typer.Option(help="Batches, one after another. [1]")]
-ClipSkipOption = Annotated[int | None, typer.Option(help="Clip skip (SD1). [1]")]
-PrecisionOption = Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")]
-DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")]
-LoraOption = Annotated[
-    list[str] | None,
-    typer.Option("--lora", help="A LoRA outside the prompt: NAME[:WEIGHT[:UNET_WEIGHT]]."),
-]
-RngOption = Annotated[str | None, typer.Option(help="Noise source: cpu or nv. [cpu]")]
-OutOption = Annotated[Path, typer.Option(help="Output folder (A1111's outputs layout).")]
-GridOption = Annotated[bool, typer.Option("--grid", help="Also save a grid of the images.")]
-CompileOption = Annotated[
-    bool,
-    typer.Option("--compile", help="Compile the UNet (torch.compile; CUDA graphs on a GPU)."),
-]
-
 
 def with_settings(options: CommonOptions, settings: Settings) -> CommonOptions:
     """Options as the flags gave them, with what Settings turns on (`compile_unet`)."""
@@ -321,7 +256,7 @@ def with_settings(options: CommonOptions, settings: Settings) -> CommonOptions:
 
 def _common(**values: Any) -> CommonOptions:
     return CommonOptions(
-        values=_request_values(**values.pop("request")),
+        values=request_values(**values.pop("request")),
         model=values["model"],
         vae=values["vae"],
         precision=values["precision"],
@@ -385,7 +320,7 @@ def generate(
             values.update(denoising_strength=hires_denoise, enable_hr=True)
         elif values.get("enable_hr"):
             values.setdefault("denoising_strength", 0.7)
-        _generate(_settings(ctx), options, values, from_image)
+        _generate(cli_settings(ctx), options, values, from_image)
 
 
 def _generate(
@@ -408,6 +343,8 @@ def _generate(
     else:
         request = GenerationRequest(**values)
     model, library = load_for(options, settings, recorded)
+    if from_image is None and "width" not in values:  # no --size: the model's own size
+        request = replace(request, width=model.native_size, height=model.native_size)
     known = dict(recorded.lora_hashes) if recorded is not None else None
     run_job(
         with_settings(options, settings),
@@ -478,7 +415,7 @@ def img2img(
         from brushwork.generation import GenerationRequest
 
         request = GenerationRequest(**values)
-        settings = _settings(ctx)
+        settings = cli_settings(ctx)
         loaded, library = load_for(options, settings, None)
         run_job(with_settings(options, settings), model=loaded, library=library, request=request)
 

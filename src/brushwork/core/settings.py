@@ -29,6 +29,11 @@ class Settings(BaseModel):
     roots: tuple[Path, ...] = Field(
         default=(), description="model library roots (A1111 or ComfyUI layout)"
     )
+    builtin_roots: tuple[Path, ...] = Field(
+        default=(),
+        description="read-only model roots shipped with brushwork (the demo model), listed "
+        "after the user's roots; their checkpoints are the default only when the user has none",
+    )
     data_dir: Path = Field(default_factory=default_data_dir)
     device: str = "auto"
     precision: Precision = "auto"

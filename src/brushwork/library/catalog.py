@@ -104,9 +104,21 @@ def _stat_failure(path: Path, exc: OSError) -> str:
 class Library:
     """Model folders under one or more roots, with a shared SQLite index."""
 
-    def __init__(self, roots: Sequence[Path], index: LibraryIndex) -> None:
-        self.roots = tuple(roots)
+    def __init__(
+        self, roots: Sequence[Path], index: LibraryIndex, *, builtin_roots: Sequence[Path] = ()
+    ) -> None:
+        self.builtin_roots = tuple(r for r in builtin_roots if r not in roots)
+        self.roots = tuple(roots) + self.builtin_roots
         self.index = index
+
+    @property
+    def user_roots(self) -> tuple[Path, ...]:
+        """The roots the user named (or the default one), without brushwork's built-in ones."""
+        return tuple(r for r in self.roots if r not in self.builtin_roots)
+
+    def is_builtin(self, entry: ModelEntry) -> bool:
+        """Whether `entry` is one of the models shipped with brushwork (the demo model)."""
+        return entry.root in self.builtin_roots
 
     @classmethod
     def open(
@@ -115,7 +127,9 @@ class Library:
         """Open the library of `roots` (else `settings.roots`, else the default root; see
         `layout`), with the index at ``<settings.data_dir>/library.sqlite3``."""
         resolved = resolve_roots(settings, tuple(roots), cwd=cwd)
-        return cls(resolved, LibraryIndex(settings.data_dir / INDEX_FILE_NAME))
+        builtin = [r.absolute() for r in settings.builtin_roots if r.is_dir()]
+        index = LibraryIndex(settings.data_dir / INDEX_FILE_NAME)
+        return cls(resolved, index, builtin_roots=builtin)
 
     def close(self) -> None:
         self.index.close()

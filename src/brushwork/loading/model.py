@@ -91,6 +91,13 @@ class LoadedModel:
         value = self.architecture.vae.get("scaling_factor")
         return float(value) if value else family_facts(self.family).vae_scaling_factor
 
+    @property
+    def native_size(self) -> int:
+        """The picture side the model was made for: the UNet's sample size times the VAE's
+        downscale (512 for SD 1.x, 768 for SD 2.x-v, 1024 for SDXL, 64 for the demo model)."""
+        downscale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return int(self.unet.config.sample_size) * int(downscale)
+
     def sigmas(self) -> ModelSigmas:
         """The model's noise-level table (k-diffusion's discrete schedule)."""
         table = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5

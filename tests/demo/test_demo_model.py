@@ -1,0 +1,139 @@
+"""The built-in demo model: shipped, found, the default, and really trained (loose thresholds that
+catch a regression; bench/quality.py has the measured figures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from brushwork.cli.main import app
+from brushwork.core.settings import Settings
+from brushwork.demo.dataset import write_dataset
+from brushwork.demo.model import DEMO_MODEL_NAME, builtin_roots, demo_model_file
+from brushwork.demo.probe import Probe
+from brushwork.evaluation.quality import DrawSettings, adherence, adoption, base_prompt_specs
+from brushwork.formats.safeio import read_header
+from brushwork.generation import Generator
+from brushwork.library.catalog import Library
+from brushwork.loading import load_model
+from brushwork.prompt import read_image_infotext
+
+pytestmark = pytest.mark.skipif(
+    not demo_model_file().is_file(), reason="the demo model is not built in this checkout"
+)
+
+
+@pytest.fixture(scope="module")
+def probe() -> Probe:
+    return Probe.load()
+
+
+@pytest.fixture(scope="module")
+def generator() -> Generator:
+    return Generator(load_model(demo_model_file(), device="cpu", precision="fp32"))
+
+
+def _draw(generator: Generator) -> object:
+    return lambda request: generator.generate(request).images
+
+
+def test_the_demo_model_ships_as_a_small_sd1_checkpoint() -> None:
+    path = demo_model_file()
+    assert path.stat().st_size < 30 * 2**20
+    header = read_header(path)
+    assert {info.dtype for info in header.tensors.values()} == {"F16"}
+    assert "from scratch" in header.metadata["brushwork.training"]
+    model = load_model(path, device="cpu", precision="fp32")
+    assert model.family.value == "sd1"
+    assert model.tokenizers["text_encoder"].vocab_size == 49408  # the real CLIP tokenizer
+
+
+def test_it_draws_the_asked_colour_and_shape_most_of_the_time(
+    generator: Generator, probe: Probe
+) -> None:
+    specs = base_prompt_specs(colors=("red", "blue", "yellow", "green"))
+    report = adherence(_draw(generator), probe, seeds=[11], specs=specs)  # type: ignore[arg-type]
+    assert report.count == 16
+    assert report.color >= 0.75, report.as_dict()
+    assert report.shape >= 0.6, report.as_dict()
+
+
+def test_an_empty_library_draws_with_the_demo_model(tmp_path: Path, probe: Probe) -> None:
+    empty = tmp_path / "empty"
+    (empty / "models").mkdir(parents=True)
+    settings = Settings(data_dir=tmp_path / "data", builtin_roots=builtin_roots())
+    result = CliRunner().invoke(
+        app,
+        [
+            *("generate", "a red circle on a white background", "--root", str(empty)),
+            *("--seed", "1", "--out", str(tmp_path / "out"), "--precision", "fp32"),
+        ],
+        obj=settings,
+    )
+    assert result.exit_code == 0, result.output
+    (png,) = sorted((tmp_path / "out").rglob("*.png"))
+    infotext = read_image_infotext(png.read_bytes())
+    assert infotext is not None and f"Model: {DEMO_MODEL_NAME}" in infotext
+    with Library.open(settings, [empty]) as library:
+        names = [e.name for e in library.scan().entries if library.is_builtin(e)]
+    assert names == [DEMO_MODEL_NAME]
+
+
+def test_the_users_own_checkpoint_wins_over_the_demo_model(tmp_path: Path) -> None:
+    from brushwork.testing.factory import build_components, write_checkpoint_file
+
+    root = tmp_path / "root"
+    write_checkpoint_file(
+        build_components("sd1"), root / "models" / "Stable-diffusion" / "mine.safetensors"
+    )
+    settings = Settings(data_dir=tmp_path / "data", builtin_roots=builtin_roots())
+    result = CliRunner().invoke(
+        app,
+        [
+            *("generate", "a cat", "--root", str(root), "--size", "32x32", "--steps", "2"),
+            *("--out", str(tmp_path / "out")),
+        ],
+        obj=settings,
+    )
+    assert result.exit_code == 0, result.output
+    (png,) = sorted((tmp_path / "out").rglob("*.png"))
+    assert "Model: mine" in (read_image_infotext(png.read_bytes()) or "")
+
+
+@pytest.mark.slow
+def test_a_short_textual_inversion_run_teaches_a_held_out_shape(
+    tmp_path: Path, generator: Generator, probe: Probe
+) -> None:
+    from brushwork.training.textual_inversion import EmbeddingTrainingConfig, train_embedding
+
+    data = tmp_path / "heart"
+    write_dataset(data, ("heart",), 16, seed=5, repeats=1, name="hrt", trigger="hrt")
+    settings = DrawSettings(steps=12)
+    seeds = [0, 1]
+    before = adoption(_draw(generator), probe, "heart", "hrt", seeds, settings)  # type: ignore[arg-type]
+    config = EmbeddingTrainingConfig(
+        pretrained_model_name_or_path=str(demo_model_file()),
+        train_data_dir=data,
+        output_dir=tmp_path / "out",
+        output_name="hrt",
+        init_word="shape",
+        num_vectors_per_token=2,
+        resolution=(64, 64),
+        train_batch_size=4,
+        template_filename="filewords",
+        learning_rate="0.02",
+        max_train_steps=120,
+        save_every_n_steps=None,
+        seed=1,
+    )
+    trained = train_embedding(config, demo_model_file()).result.final_file
+    root = tmp_path / "lib"
+    (root / "embeddings").mkdir(parents=True)
+    (root / "embeddings" / trained.name).write_bytes(trained.read_bytes())
+    with Library.open(Settings(roots=(root,), data_dir=tmp_path / "data")) as library:
+        taught_generator = Generator(generator.model, library=library)
+        after = adoption(_draw(taught_generator), probe, "heart", "hrt", seeds, settings)  # type: ignore[arg-type]
+    assert after.adoption >= before.adoption + 0.4, json.dumps([before.as_dict(), after.as_dict()])
