@@ -115,6 +115,22 @@ def test_a_trained_vae_file_can_be_reused(
     assert torch.equal(one.vae.decoder.conv_out.weight, two.vae.decoder.conv_out.weight)
 
 
+def test_a_run_can_continue_from_a_model_made_here(
+    shapes_folder: Path, model_json: Path, tmp_path: Path
+) -> None:
+    first = train_from_scratch(scratch_config(_config(model_json, shapes_folder, tmp_path / "a")))
+    more = train_from_scratch(
+        scratch_config(
+            _config(model_json, shapes_folder, tmp_path / "b", init_model=str(first.model_file))
+        )
+    )
+    assert (more.vae_steps, more.steps, more.init_file) == (0, 3, first.model_file)
+    one = load_model(first.model_file, device="cpu", precision="fp32")
+    two = load_model(more.model_file, device="cpu", precision="fp32")
+    assert torch.equal(one.vae.decoder.conv_out.weight, two.vae.decoder.conv_out.weight)
+    assert not torch.equal(one.unet.conv_in.weight, two.unet.conv_in.weight)
+
+
 def test_the_config_file_names_a_wrong_key(tmp_path: Path, model_json: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text(f'model_config = "{model_json}"\nlearning_rat = 1e-4\n', encoding="utf-8")

@@ -63,6 +63,10 @@ def scratch(
         Path | None, typer.Option(help="Use this trained VAE file instead of training one.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the whole run.")] = None,
+    init_model: Annotated[
+        Path | None,
+        typer.Option(help="Continue this model (made here) instead of starting from nothing."),
+    ] = None,
 ) -> None:
     """Train a small SD1-family model from scratch: an autoencoder first, then the UNet and text
     encoder on its latents. Writes `<output_name>.safetensors` (A1111 single file)."""
@@ -76,6 +80,7 @@ def scratch(
             "vae_steps": vae_steps,
             "vae": vae,
             "seed": seed,
+            "init_model": init_model,
         }.items()
         if value is not None
     }

@@ -65,6 +65,8 @@ class ScratchConfig(BaseModel):
     resolution: int = Field(64, ge=8)
     seed: int = 0
     caption_dropout_rate: float = Field(0.1, ge=0, lt=1)
+    # continue a model made here (its UNet, text encoder and VAE) instead of starting fresh
+    init_model: Path | None = None
     # stage 1: the VAE
     vae: Path | None = None
     vae_steps: int = Field(600, ge=1)
@@ -102,7 +104,7 @@ def read_scratch_config(path: Path, overrides: dict[str, Any] | None = None) -> 
     for key, value in document.items():
         flat |= value if isinstance(value, dict) else {key: value}
     flat |= overrides or {}
-    for key in ("model_config", "train_data_dir", "output_dir", "vae"):
+    for key in ("model_config", "train_data_dir", "output_dir", "vae", "init_model"):
         if isinstance(flat.get(key), str) and not Path(flat[key]).is_absolute():
             flat[key] = str(path.parent / flat[key])
     return scratch_config(flat, source=path)
@@ -341,7 +343,7 @@ def training_record(config: ScratchConfig, **extra: Any) -> str:
     """What the model file says about how it was made (JSON): the config, with paths reduced
     to their names so that no machine's folders end up in a shared file."""
     values = config.model_dump(mode="json", by_alias=True)
-    for key in ("model_config", "train_data_dir", "output_dir", "vae"):
+    for key in ("model_config", "train_data_dir", "output_dir", "vae", "init_model"):
         if values.get(key):
             values[key] = Path(values[key]).name
     return json.dumps({"method": "from scratch", "config": values} | extra)
@@ -377,6 +379,12 @@ def train_from_scratch(
         caption_dropout_rate=0.0,
     )
     logger.info("%d pictures from %s", len(data), config.train_data_dir)
+    data.caption_dropout_rate = config.caption_dropout_rate
+    if config.init_model is not None:  # continue: no VAE stage, no fresh modules
+        result = train_diffusion(config, config.init_model, data, hooks)
+        return ScratchResult(
+            result.final_file, config.init_model, 0, result.steps, len(data), result
+        )
     if config.vae is not None:
         vae = load_model_vae(config.vae, configs)
         vae_steps = 0
@@ -385,7 +393,6 @@ def train_from_scratch(
         vae_steps = config.vae_steps
     init_file = config.output_dir / f"{config.output_name}-init.safetensors"
     create_model_file(configs, vae, init_file, seed=config.seed)
-    data.caption_dropout_rate = config.caption_dropout_rate
     result = train_diffusion(config, init_file, data, hooks)
     return ScratchResult(result.final_file, init_file, vae_steps, result.steps, len(data), result)
 
