@@ -12,7 +12,7 @@ from brushwork.cli.main import app
 from brushwork.demo.shapes import ShapeSpec, render
 
 # tests/datasets is importable as the package `datasets` (tests/ is on sys.path)
-from datasets.tiny_taggers import build_wd14
+from dataset_tools.tiny_taggers import build_wd14
 
 runner = CliRunner()
 
