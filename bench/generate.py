@@ -10,7 +10,7 @@ into `--workdir`, shared with bench/load.py), one prompt, CFG 7, Euler, both sid
   bf16, else fp32); diffusers with its defaults (fp32) and with brushwork's dtype.
 * `--device cuda`: 512x512, 20 steps, fp16, batch 1. brushwork eager and compiled (`--compile`:
   torch.compile with CUDA graphs), diffusers eager and with its UNet under torch.compile
-  (`reduce-overhead`, CUDA graphs). `--peer-bench` also runs /work/shared/tools/gpu_peer_bench.py
+  (`reduce-overhead`, CUDA graphs). `--peer-bench` also runs ../shared/tools/gpu_peer_bench.py (beside the checkout)
   (diffusers' components alone) in the same session.
 
 Each side runs in a fresh subprocess, so its peak memory is its own (CPU: peak RSS, VmHWM;
@@ -45,7 +45,8 @@ NEGATIVE = "blurry, low quality"
 CFG = 7.0
 CPU_CASE = {"size": 256, "steps": 10}
 CUDA_CASE = {"size": 512, "steps": 20}
-PEER_BENCH = Path("/work/shared/tools/gpu_peer_bench.py")
+# the steering team's peer script lives in `shared/` beside the checkout
+PEER_BENCH = Path(__file__).resolve().parents[2] / "shared" / "tools" / "gpu_peer_bench.py"
 
 
 def peak_rss_bytes() -> int:
