@@ -36,20 +36,21 @@ from brushwork.training.dreambooth_data import (
     MakeClassImages,
     ensure_class_images,
 )
-from brushwork.training.engine import Hooks, LoopSettings, SaveInfo, Trainer, TrainingResult
+from brushwork.training.engine import Hooks, SaveInfo, Trainer, TrainingResult
 from brushwork.training.finetune import FullModelMethod
 from brushwork.training.lora_setup import (
     PreparedData,
     cache_latents,
     caption_encoder,
     load_base_model,
+    loop_settings,
     make_accelerator,
+    objective_settings,
     optimizer_choice,
     prepare_data,
-    tensorboard_dir,
+    scheduler_factory,
 )
-from brushwork.training.objective import ObjectiveSettings
-from brushwork.training.optim import build_scheduler, warmup_steps
+from brushwork.training.optim import warmup_steps
 from brushwork.training.samples import Preview, read_prompt_file
 
 logger = logging.getLogger(__name__)
@@ -164,57 +165,14 @@ def _trainer(
     )
     warmup = warmup_steps(config.lr_warmup_steps, data.total_steps)
     processes = accelerator.num_processes
-
-    def scheduler_factory(optimizer: torch.optim.Optimizer, total: int) -> Any:
-        return build_scheduler(
-            scheduler_name,
-            optimizer,
-            total_steps=total,
-            warmup=warmup * processes,
-            num_cycles=config.lr_scheduler_num_cycles,
-            power=config.lr_scheduler_power,
-            initial_lr=config.learning_rate,
-        )
-
-    settings = loop_settings(config, data, processes)
-    return Trainer(method, data.dataset, settings, accelerator, choice, scheduler_factory, hooks)
-
-
-def objective_settings(config: DreamBoothTrainingConfig, model: LoadedModel) -> ObjectiveSettings:
-    v_prediction = config.v_parameterization or model.prediction_type == "v_prediction"
-    return ObjectiveSettings(
-        prediction_type="v_prediction" if v_prediction else "epsilon",
-        noise_offset=config.noise_offset or 0.0,
-        min_snr_gamma=config.min_snr_gamma,
-        min_timestep=config.min_timestep,
-        max_timestep=config.max_timestep,
-    )
-
-
-def loop_settings(
-    config: DreamBoothTrainingConfig, data: PreparedData, processes: int
-) -> LoopSettings:
-    return LoopSettings(
-        output_dir=config.output_dir,
-        output_name=config.output_name,
-        file_suffix=config.file_suffix,
-        total_steps=data.total_steps,
-        total_epochs=data.epochs,
-        seed=config.seed or 0,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm,
-        save_every_n_epochs=config.save_every_n_epochs,
-        save_every_n_steps=config.save_every_n_steps,
-        save_state=config.save_state,
-        save_state_on_train_end=config.save_state_on_train_end,
-        sample_every_n_epochs=config.sample_every_n_epochs,
-        sample_every_n_steps=config.sample_every_n_steps,
-        sample_at_first=config.sample_at_first,
-        resume=config.resume,
-        tensorboard_dir=tensorboard_dir(config),
+    schedule = scheduler_factory(config, scheduler_name, warmup, processes)
+    settings = loop_settings(
+        config,
+        data,
         fingerprint=resume_fingerprint(config, data.total_steps, processes),
-        divergence_hints=divergence_hints(config),
+        hints=divergence_hints(config),
     )
+    return Trainer(method, data.dataset, settings, accelerator, choice, schedule, hooks)
 
 
 def resume_fingerprint(

@@ -23,8 +23,9 @@ import torch
 
 from brushwork.formats.checkpoint import components_to_checkpoint, write_checkpoint
 from brushwork.loading import LoadedModel
+from brushwork.training.batch_loss import denoising_batch_loss
 from brushwork.training.engine import SaveInfo
-from brushwork.training.objective import ObjectiveSettings, denoising_loss, noise_latents
+from brushwork.training.objective import ObjectiveSettings
 from brushwork.training.optim import ParamGroup
 from brushwork.training.text import CaptionEncoder
 
@@ -201,28 +202,16 @@ class FullModelMethod:
         if self.ema is not None:
             self.ema.update(self.model.unet)
 
-    def _latents(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        device, scale = self.model.device, self.model.vae_scaling_factor
-        if batch.latents is not None:
-            cached: torch.Tensor = batch.latents.to(device, torch.float32) * scale
-            return cached
-        with torch.no_grad():
-            images = batch.images.to(device, self.model.vae_dtype)
-            sampled: torch.Tensor = self.model.vae.encode(images).latent_dist.sample(
-                generator=generator
-            )
-        return sampled.float() * scale
-
     def loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        latents = self._latents(batch, generator)
-        with torch.set_grad_enabled(self._text_encoder_active):
-            context = self.captions.encode(batch.captions, self.model.device)
-        noised = noise_latents(latents, self.alphas_cumprod, self.objective, generator)
-        prediction = self._unet(
-            noised.noisy, noised.timesteps, encoder_hidden_states=context
-        ).sample
-        return denoising_loss(
-            prediction, noised, self.alphas_cumprod, self.objective, batch.loss_weights
+        return denoising_batch_loss(
+            self._unet,
+            self.model,
+            self.captions,
+            self.objective,
+            self.alphas_cumprod,
+            batch,
+            generator,
+            text_grad=self._text_encoder_active,
         )
 
     def trainable_state(self) -> dict[str, torch.Tensor]:

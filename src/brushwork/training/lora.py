@@ -21,9 +21,10 @@ from accelerate.utils import set_seed
 
 from brushwork.formats.lora import write_lora
 from brushwork.loading import LoadedModel
+from brushwork.training.batch_loss import denoising_batch_loss
 from brushwork.training.config import LoraTrainingConfig, check_environment
 from brushwork.training.config_file import write_resolved_config
-from brushwork.training.engine import Hooks, LoopSettings, SaveInfo, Trainer, TrainingResult
+from brushwork.training.engine import Hooks, SaveInfo, Trainer, TrainingResult
 from brushwork.training.lora_network import LoraAdapters, NetworkShape
 from brushwork.training.lora_setup import (
     PreparedData,
@@ -31,16 +32,18 @@ from brushwork.training.lora_setup import (
     caption_encoder,
     divergence_hints,
     load_base_model,
+    loop_settings,
     make_accelerator,
+    objective_settings,
     optimizer_choice,
     prepare_data,
     resume_fingerprint,
-    tensorboard_dir,
+    scheduler_factory,
     trained_components,
 )
 from brushwork.training.metadata import RunFacts, save_metadata, training_metadata
-from brushwork.training.objective import ObjectiveSettings, denoising_loss, noise_latents
-from brushwork.training.optim import ParamGroup, build_scheduler, warmup_steps
+from brushwork.training.objective import ObjectiveSettings
+from brushwork.training.optim import ParamGroup, warmup_steps
 from brushwork.training.samples import Preview, PromptFile, read_prompt_file
 from brushwork.training.text import CaptionEncoder, check_token_length
 
@@ -99,27 +102,16 @@ class LoraMethod:
         for name, module in self.model.modules().items():
             module.train(training and name in self.adapters.components)
 
-    def _latents(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        device, scale = self.model.device, self.model.vae_scaling_factor
-        if batch.latents is not None:
-            cached: torch.Tensor = batch.latents.to(device, torch.float32) * scale
-            return cached
-        vae = self.model.vae
-        with torch.no_grad():
-            images = batch.images.to(device, self.model.vae_dtype)
-            sampled: torch.Tensor = vae.encode(images).latent_dist.sample(generator=generator)
-        return sampled.float() * scale
-
     def loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        latents = self._latents(batch, generator)
-        with torch.set_grad_enabled(self.trains_text_encoder):
-            context = self.captions.encode(batch.captions, self.model.device)
-        noised = noise_latents(latents, self.alphas_cumprod, self.objective, generator)
-        prediction = self._unet(
-            noised.noisy, noised.timesteps, encoder_hidden_states=context
-        ).sample
-        return denoising_loss(
-            prediction, noised, self.alphas_cumprod, self.objective, batch.loss_weights
+        return denoising_batch_loss(
+            self._unet,
+            self.model,
+            self.captions,
+            self.objective,
+            self.alphas_cumprod,
+            batch,
+            generator,
+            text_grad=self.trains_text_encoder,
         )
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -233,7 +225,7 @@ def _trainer(
         adapters,
         shape,
         caption_encoder(model, config),
-        _objective(config, model),
+        objective_settings(config, model),
         learning_rates={
             "unet": config.effective_unet_lr,
             "text_encoder": config.effective_text_encoder_lr,
@@ -244,52 +236,11 @@ def _trainer(
         ),
     )
     processes = accelerator.num_processes
-
-    def scheduler_factory(optimizer: torch.optim.Optimizer, total: int) -> Any:
-        return build_scheduler(
-            scheduler_name,
-            optimizer,
-            total_steps=total,
-            warmup=warmup * processes,
-            num_cycles=config.lr_scheduler_num_cycles,
-            power=config.lr_scheduler_power,
-            initial_lr=config.learning_rate,
-        )
-
-    settings = _loop_settings(config, data, processes)
-    return Trainer(method, data.dataset, settings, accelerator, choice, scheduler_factory, hooks)
-
-
-def _objective(config: LoraTrainingConfig, model: LoadedModel) -> ObjectiveSettings:
-    v_prediction = config.v_parameterization or model.prediction_type == "v_prediction"
-    return ObjectiveSettings(
-        prediction_type="v_prediction" if v_prediction else "epsilon",
-        noise_offset=config.noise_offset or 0.0,
-        min_snr_gamma=config.min_snr_gamma,
-        min_timestep=config.min_timestep,
-        max_timestep=config.max_timestep,
-    )
-
-
-def _loop_settings(config: LoraTrainingConfig, data: PreparedData, processes: int) -> LoopSettings:
-    return LoopSettings(
-        output_dir=config.output_dir,
-        output_name=config.output_name,
-        file_suffix=config.file_suffix,
-        total_steps=data.total_steps,
-        total_epochs=data.epochs,
-        seed=config.seed or 0,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm,
-        save_every_n_epochs=config.save_every_n_epochs,
-        save_every_n_steps=config.save_every_n_steps,
-        save_state=config.save_state,
-        save_state_on_train_end=config.save_state_on_train_end,
-        sample_every_n_epochs=config.sample_every_n_epochs,
-        sample_every_n_steps=config.sample_every_n_steps,
-        sample_at_first=config.sample_at_first,
-        resume=config.resume,
-        tensorboard_dir=tensorboard_dir(config),
+    schedule = scheduler_factory(config, scheduler_name, warmup, processes)
+    settings = loop_settings(
+        config,
+        data,
         fingerprint=resume_fingerprint(config, data.total_steps, processes),
-        divergence_hints=divergence_hints(config),
+        hints=divergence_hints(config),
     )
+    return Trainer(method, data.dataset, settings, accelerator, choice, schedule, hooks)

@@ -29,7 +29,9 @@ from brushwork.training.data import (
     load_dataset_config,
     step_plan,
 )
-from brushwork.training.optim import OptimizerChoice, choose_optimizer
+from brushwork.training.engine import LoopSettings, SchedulerFactory
+from brushwork.training.objective import ObjectiveSettings
+from brushwork.training.optim import OptimizerChoice, build_scheduler, choose_optimizer
 from brushwork.training.text import CaptionEncoder, check_token_length
 
 logger = logging.getLogger(__name__)
@@ -258,3 +260,65 @@ def tensorboard_dir(config: TrainingOptions) -> Path | None:
     if config.log_with == "none" or not (wanted or importlib.util.find_spec("tensorboard")):
         return None
     return (config.logging_dir or config.output_dir / "logs") / config.output_name
+
+
+def objective_settings(config: TrainingOptions, model: LoadedModel) -> ObjectiveSettings:
+    """The denoising objective of a run: v-prediction when asked or when the model is one."""
+    v_prediction = config.v_parameterization or model.prediction_type == "v_prediction"
+    return ObjectiveSettings(
+        prediction_type="v_prediction" if v_prediction else "epsilon",
+        noise_offset=config.noise_offset or 0.0,
+        min_snr_gamma=config.min_snr_gamma,
+        min_timestep=config.min_timestep,
+        max_timestep=config.max_timestep,
+    )
+
+
+def scheduler_factory(
+    config: TrainingOptions, scheduler_name: str, warmup: int, processes: int
+) -> SchedulerFactory:
+    """The engine's lr-schedule factory (warmup counted per process, as accelerate steps it)."""
+
+    def factory(optimizer: torch.optim.Optimizer, total: int) -> Any:
+        return build_scheduler(
+            scheduler_name,
+            optimizer,
+            total_steps=total,
+            warmup=warmup * processes,
+            num_cycles=config.lr_scheduler_num_cycles,
+            power=config.lr_scheduler_power,
+            initial_lr=config.learning_rate,
+        )
+
+    return factory
+
+
+def loop_settings(
+    config: TrainingOptions,
+    data: PreparedData,
+    *,
+    fingerprint: dict[str, Any],
+    hints: tuple[str, ...],
+) -> LoopSettings:
+    """The engine's settings of a kohya-style run (saves, samples, resume, logs)."""
+    return LoopSettings(
+        output_dir=config.output_dir,
+        output_name=config.output_name,
+        file_suffix=config.file_suffix,
+        total_steps=data.total_steps,
+        total_epochs=data.epochs,
+        seed=config.seed or 0,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_grad_norm=config.max_grad_norm,
+        save_every_n_epochs=config.save_every_n_epochs,
+        save_every_n_steps=config.save_every_n_steps,
+        save_state=config.save_state,
+        save_state_on_train_end=config.save_state_on_train_end,
+        sample_every_n_epochs=config.sample_every_n_epochs,
+        sample_every_n_steps=config.sample_every_n_steps,
+        sample_at_first=config.sample_at_first,
+        resume=config.resume,
+        tensorboard_dir=tensorboard_dir(config),
+        fingerprint=fingerprint,
+        divergence_hints=hints,
+    )
