@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from brushwork.patching.hypernetwork import HypernetworkApplication, apply_hyper
 from brushwork.training.hypernetwork import HypernetworkTrainingConfig, train_hypernetwork
 from brushwork.training.template_training import resolve_options
 
-from .test_textual_inversion import fingerprint, flat_image_folder
+from .test_textual_inversion import fingerprint, flat_image_folder, folder_snapshot, log_rows
 
 
 def hn_config(base: Path, data: Path, output: Path, **options: Any) -> HypernetworkTrainingConfig:
@@ -128,15 +129,76 @@ def test_create_options_reach_the_file_and_weights_continue_it(
             tmp_path / "b",
             weights=str(first.result.final_file),
             learning_rate="0",
-            max_train_steps=1,
+            max_train_steps=3,  # the file is at step 2: one more step
         ),
         tiny_checkpoint,
     )
     continued = read_hypernetwork(again.result.final_file)
+    assert continued.step == 3 and again.result.start_step == 2
     assert continued.layer_structure == [1.0, 1.5, 1.0]  # the file's own structure
     for width, (k, v) in made.layers.items():
         assert all(torch.equal(k[key], continued.layers[width][0][key]) for key in k)
         assert all(torch.equal(v[key], continued.layers[width][1][key]) for key in v)
+
+
+def same_layers(one: Any, two: Any) -> bool:
+    return all(
+        torch.equal(one.layers[width][i][key], two.layers[width][i][key])
+        for width in one.layers
+        for i in (0, 1)
+        for key in one.layers[width][i]
+    )
+
+
+def test_continued_hypernetwork_counts_on_from_its_own_step(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A1111: `initial_step = hypernetwork.step`; max steps is the absolute step to stop at, the
+    schedule is read at the absolute step, and saves carry it."""
+    data = flat_image_folder(tmp_path / "data")
+    first = train_hypernetwork(hn_config(tiny_checkpoint, data, tmp_path / "a"), tiny_checkpoint)
+    start = read_hypernetwork(first.result.final_file)
+    assert start.step == 4
+    config = hn_config(
+        tiny_checkpoint,
+        data,
+        tmp_path / "b",
+        weights=str(first.result.final_file),
+        max_train_steps=7,
+        learning_rate="1e-3:5, 1e-4",  # step 5 at 1e-3, steps 6 and 7 at 1e-4
+    )
+    outcome = train_hypernetwork(config, tiny_checkpoint)
+    assert (outcome.result.start_step, outcome.result.steps) == (4, 7)
+    assert [p.name for p in outcome.result.saved_files] == ["grain-6.pt", "grain.pt"]
+    final = read_hypernetwork(tmp_path / "b" / "grain.pt")
+    assert final.step == 7 and read_hypernetwork(tmp_path / "b" / "grain-6.pt").step == 6
+    assert not same_layers(final, start)
+    rows = log_rows(outcome.result.log_csv)
+    assert [int(row["step"]) for row in rows] == [5, 6, 7]
+    assert [float(row["lr/hypernetwork"]) for row in rows] == [1e-3, 1e-4, 1e-4]
+
+
+def test_hypernetwork_at_max_steps_is_refused_and_nothing_is_written(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    first = train_hypernetwork(
+        hn_config(tiny_checkpoint, data, tmp_path / "a", max_train_steps=2), tiny_checkpoint
+    )
+    folder = tmp_path / "hn"  # continued in place: a write would overwrite the file
+    folder.mkdir()
+    shutil.copy(first.result.final_file, folder / "grain.pt")
+    before = folder_snapshot(folder)
+    for max_steps in (2, 1):
+        config = hn_config(
+            tiny_checkpoint, data, folder, weights=str(folder / "grain.pt"),
+            max_train_steps=max_steps,
+        )  # fmt: skip
+        message = f"already trained to step 2, at or beyond max_train_steps \\({max_steps}\\)"
+        with pytest.raises(ConfigError, match=message) as raised:
+            train_hypernetwork(config, tiny_checkpoint)
+        assert "nothing was trained and nothing was written" in str(raised.value)
+        assert folder_snapshot(folder) == before
 
 
 @pytest.mark.parametrize(

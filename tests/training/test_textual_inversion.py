@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from PIL import Image
 from brushwork.core.errors import ConfigError
 from brushwork.formats.embedding import read_embedding
 from brushwork.loading import LoadedModel, load_model
-from brushwork.training.lr_schedule import parse_learn_schedule
+from brushwork.training.lr_schedule import parse_learn_schedule, schedule_lambda
 from brushwork.training.samples import PreviewRequest
 from brushwork.training.template_training import (
     TEMPLATE_NAMES,
@@ -65,6 +67,15 @@ def ti_config(base: Path, data: Path, output: Path, **options: Any) -> Embedding
     return config
 
 
+def log_rows(csv_path: Path) -> list[dict[str, str]]:
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def folder_snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def fingerprint(model: LoadedModel) -> dict[str, str]:
     out = {}
     for component, module in model.modules().items():
@@ -103,6 +114,15 @@ def test_learn_schedule_rates_by_steps_done() -> None:
         1e-5,
         1e-5,
     ]
+
+
+def test_learn_schedule_lambda_reads_the_absolute_step() -> None:
+    schedule = parse_learn_schedule("0.005:100, 1e-3:1000, 1e-5", 3000)
+    fresh, continued = schedule_lambda(schedule), schedule_lambda(schedule, start_step=150)
+    assert [fresh(count) for count in (0, 99, 100)] == [0.005, 0.005, 1e-3]
+    assert [continued(count) for count in (0, 849, 850)] == [1e-3, 1e-3, 1e-5]
+    two_processes = schedule_lambda(schedule, processes=2, start_step=99)
+    assert [two_processes(count) for count in (0, 1, 2)] == [0.005, 0.005, 1e-3]
 
 
 @pytest.mark.parametrize("bad", ["", "fast", "0.1:ten", "-0.1", "0.1:abc, 0.2"])
@@ -251,6 +271,17 @@ def test_cli_trains_an_embedding_from_a_toml(tiny_checkpoint: Path, tmp_path: Pa
     result = runner.invoke(train_app, ["embedding", "--config", str(toml), "--template", "subject"])
     assert result.exit_code == 0, result.output
     assert read_embedding(tmp_path / "out" / "kitty.pt").step == 2
+    weights = ["--weights", str(tmp_path / "out" / "kitty.pt")]
+    more = runner.invoke(
+        train_app,
+        ["embedding", "--config", str(toml), *weights, "--max-steps", "3", "--output-dir",
+         str(tmp_path / "more")],
+    )  # fmt: skip
+    assert more.exit_code == 0, more.output
+    assert "continued from step 2 to step 3" in more.stdout
+    assert read_embedding(tmp_path / "more" / "kitty.pt").step == 3
+    done = runner.invoke(train_app, ["embedding", "--config", str(toml), *weights])
+    assert done.exit_code == 1 and "already trained to step 2" in done.output
     bad = runner.invoke(train_app, ["embedding", "--config", str(toml), "--learning-rate", "x"])
     assert bad.exit_code == 1 and "learning-rate schedule" in bad.output
 
@@ -349,10 +380,13 @@ def test_weights_continue_an_existing_embedding(tiny_checkpoint: Path, tmp_path:
         tmp_path / "b",
         weights=str(first.result.final_file),
         learning_rate="0",
-        max_train_steps=1,
+        max_train_steps=5,  # the file is at step 4: one more step
     )
     again = train_embedding(frozen, tiny_checkpoint)
-    assert torch.equal(read_embedding(again.result.final_file).vectors["text_encoder"], trained)
+    assert again.result.steps == 5 and again.result.start_step == 4
+    continued = read_embedding(again.result.final_file)
+    assert continued.step == 5
+    assert torch.equal(continued.vectors["text_encoder"], trained)
     wrong = ti_config(
         tiny_checkpoint, data, tmp_path / "c", weights=str(first.result.final_file),
         num_vectors_per_token=3,
@@ -382,3 +416,103 @@ def test_trained_embedding_file_is_used_by_brushwork_generation(
     plain = generator.generate(request, embeddings=EmbeddingDatabase())
     first = np.asarray(result.generated[0].image)
     assert not np.array_equal(first, np.asarray(plain.generated[0].image))  # the vectors count
+
+
+def test_continued_embedding_counts_on_from_its_own_step(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A1111: training goes on from the file's step up to max steps (absolute); the schedule,
+    the saved `step`, the `<name>-<step>` copies and the preview names use the absolute step."""
+    data = flat_image_folder(tmp_path / "data")
+    first = train_embedding(ti_config(tiny_checkpoint, data, tmp_path / "a"), tiny_checkpoint)
+    start = read_embedding(first.result.final_file)
+    assert start.step == 4
+    previews: list[PreviewRequest] = []
+
+    def factory(model: LoadedModel, current: Any) -> Any:
+        def preview(request: PreviewRequest) -> list[Image.Image]:
+            previews.append(request)
+            return [Image.new("RGB", (request.width, request.height))]
+
+        return preview
+
+    config = ti_config(
+        tiny_checkpoint,
+        data,
+        tmp_path / "b",
+        weights=str(first.result.final_file),
+        max_train_steps=7,
+        learning_rate="0.05:5, 0.01",  # step 5 at 0.05, steps 6 and 7 at 0.01
+        sample_every_n_steps=2,
+    )
+    outcome = train_embedding(config, tiny_checkpoint, preview_factory=factory)
+    out = tmp_path / "b"
+    assert (outcome.result.start_step, outcome.result.steps) == (4, 7)
+    assert [p.name for p in outcome.result.saved_files] == ["kitty-6.pt", "kitty.pt"]
+    final, copy = read_embedding(out / "kitty.pt"), read_embedding(out / "kitty-6.pt")
+    assert final.step == 7 and copy.step == 6
+    assert not torch.equal(final.vectors["text_encoder"], start.vectors["text_encoder"])
+    rows = log_rows(outcome.result.log_csv)
+    assert [int(row["step"]) for row in rows] == [5, 6, 7]
+    assert [float(row["lr/embedding"]) for row in rows] == [0.05, 0.01, 0.01]
+    assert len(previews) == 1  # at step 6 only (step 4 was the other run's)
+    assert len(list((out / "sample").glob("kitty_000006_00_*.png"))) == 1
+
+
+def test_embedding_at_max_steps_is_refused_and_nothing_is_written(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    first = train_embedding(ti_config(tiny_checkpoint, data, tmp_path / "a"), tiny_checkpoint)
+    folder = tmp_path / "emb"  # the file continued in place: a write would overwrite it
+    folder.mkdir()
+    shutil.copy(first.result.final_file, folder / "kitty.pt")
+    before = folder_snapshot(folder)
+    for max_steps, schedule, message in (
+        (4, "0.01", "already trained to step 4, at or beyond max_train_steps \\(4\\)"),
+        (3, "0.01", "already trained to step 4, at or beyond max_train_steps \\(3\\)"),
+        (10, "0.05:3", "at or beyond the end of the learning-rate schedule '0.05:3' \\(step 3\\)"),
+    ):
+        config = ti_config(
+            tiny_checkpoint,
+            data,
+            folder,
+            weights=str(folder / "kitty.pt"),
+            max_train_steps=max_steps,
+            learning_rate=schedule,
+        )
+        with pytest.raises(ConfigError, match=message) as raised:
+            train_embedding(config, tiny_checkpoint)
+        assert "nothing was trained and nothing was written" in str(raised.value)
+        assert folder_snapshot(folder) == before  # no config, log or step copy either
+
+
+def test_continued_embedding_resumes_like_one_run(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = flat_image_folder(tmp_path / "data")
+    first = train_embedding(ti_config(tiny_checkpoint, data, tmp_path / "a"), tiny_checkpoint)
+    weights = str(first.result.final_file)
+
+    def continued(output: str, **options: Any) -> EmbeddingTrainingConfig:
+        return ti_config(
+            tiny_checkpoint, data, tmp_path / output, weights=weights, max_train_steps=8,
+            learning_rate="0.05:6, 0.01", **options,
+        )  # fmt: skip
+
+    whole = train_embedding(continued("b"), tiny_checkpoint)
+    train_embedding(continued("c", save_state=True), tiny_checkpoint)
+    state = tmp_path / "c" / "kitty-6-state"
+    assert state.is_dir()
+    resumed = train_embedding(continued("d", resume=state), tiny_checkpoint)
+    assert resumed.result.steps == 8
+    one, two = read_embedding(whole.result.final_file), read_embedding(resumed.result.final_file)
+    assert one.step == two.step == 8
+    assert torch.allclose(one.vectors["text_encoder"], two.vectors["text_encoder"], atol=1e-6)
+    rows = log_rows(resumed.result.log_csv)
+    assert [int(row["step"]) for row in rows] == [5, 6, 7, 8]
+    assert [float(row["lr/embedding"]) for row in rows] == [0.05, 0.05, 0.01, 0.01]
+    with pytest.raises(ConfigError, match="start_step"):  # the state belongs to a continued run
+        train_embedding(
+            ti_config(tiny_checkpoint, data, tmp_path / "e", max_train_steps=8,
+                      learning_rate="0.05:6, 0.01", resume=state),
+            tiny_checkpoint,
+        )  # fmt: skip

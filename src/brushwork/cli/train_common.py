@@ -176,7 +176,10 @@ def print_warnings(out: Console, warnings: Collection[str]) -> None:
 
 
 def report_run(result: TrainingResult, config_file: Path) -> None:
-    """The files a run wrote, on stdout (one per line, for scripts)."""
+    """The files a run wrote, on stdout (one per line, for scripts), after where a run that
+    continued a file started from."""
+    if result.start_step:
+        typer.echo(f"continued from step {result.start_step} to step {result.steps}")
     for path in result.saved_files:
         typer.echo(f"saved {path}")
     typer.echo(f"configuration: {config_file}")

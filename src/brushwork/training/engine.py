@@ -14,7 +14,11 @@ its model file. The engine owns everything else:
 * a NaN/inf watchdog: a non-finite loss or gradient norm stops the run before the optimiser
   steps, so the last save stays the last good one, and the error says what to change;
 * saves every N epochs/steps (atomic files; state folders published whole), resume, previews,
-  CSV/TensorBoard logs and a loss-curve PNG.
+  CSV/TensorBoard logs and a loss-curve PNG;
+* a start step (`LoopSettings.start_step`): a run that continues a file trained before (A1111's
+  textual inversion and hypernetworks) counts its steps from the file's own step up to
+  `total_steps`, the absolute step to stop at, so saves, their names, logs, previews and
+  progress all carry the absolute step; epochs still count this run's passes over the data.
 """
 
 from __future__ import annotations
@@ -99,7 +103,8 @@ class TrainingMethod(Protocol):
     def save(self, path: Path, info: SaveInfo) -> None: ...
 
     # Optional: `begin_step(step)` before and `end_step(step)` after each optimiser step
-    # (0-based), e.g. to stop training the text encoder after N steps or to update an EMA.
+    # (the steps done before it: 0-based, absolute when the run has a start step), e.g. to stop
+    # training the text encoder after N steps or to update an EMA.
 
 
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
@@ -127,15 +132,25 @@ class LoopSettings:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     divergence_hints: tuple[str, ...] = ()
     step_save_stem: str = "{name}-step{step:08d}"  # A1111's TI/hypernetwork: "{name}-{step}"
+    # Steps already done before this run (a continued file's own step): a fresh run counts from
+    # here to `total_steps` (absolute), and `total_epochs` covers only the steps left.
+    start_step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.start_step < 0 or (self.start_step and self.start_step >= self.total_steps):
+            raise ValueError(
+                f"start_step {self.start_step} must be below total_steps {self.total_steps}"
+            )
 
 
 @dataclass(frozen=True)
 class TrainingResult:
     final_file: Path
     saved_files: tuple[Path, ...]
-    steps: int
+    steps: int  # the absolute step reached
     log_csv: Path
     loss_curve: Path | None
+    start_step: int = 0  # the step this run started from (a continued file's own step)
 
 
 @dataclass
@@ -174,7 +189,7 @@ class Trainer:
         self.hooks = hooks or Hooks()
         self.saved: list[Path] = []
         self.last_good_save: Path | None = None
-        self.step = 0
+        self.step = settings.start_step  # a resume replaces it with the saved step
         self.epoch = 0
         self.batches_done = 0
         self._resume_rng: RngSnapshot | None = None
@@ -186,8 +201,10 @@ class Trainer:
         groups = self.method.param_groups()
         self.group_names = [g.name for g in groups if g.params]
         optimizer = build_optimizer(choice, groups)
-        # a prepared scheduler steps once per process per optimiser step (accelerate's rule)
-        scheduler = scheduler_factory(optimizer, self.settings.total_steps * acc.num_processes)
+        # a prepared scheduler steps once per process per optimiser step (accelerate's rule);
+        # it counts this run's steps only (from start_step)
+        steps = self.settings.total_steps - self.settings.start_step
+        scheduler = scheduler_factory(optimizer, steps * acc.num_processes)
         names = list(self.method.modules())
         prepared = acc.prepare(*self.method.modules().values(), optimizer, scheduler)
         self.method.use_prepared(dict(zip(names, prepared[: len(names)], strict=True)))
@@ -236,8 +253,8 @@ class Trainer:
         self._started = time.perf_counter()
         self._start_step = self.step
         self.method.set_training(True)
-        if settings.sample_at_first and self.step == 0:
-            self._preview(f"e{0:06d}")
+        if settings.sample_at_first and self.step == settings.start_step:
+            self._preview(f"e{0:06d}" if self.step == 0 else f"{self.step:06d}")
         while self.step < settings.total_steps and self.epoch < settings.total_epochs:
             if self._train_epoch():
                 self._end_of_epoch()
@@ -251,7 +268,9 @@ class Trainer:
                 title=f"{settings.output_name} loss",
             )
         self.accelerator.wait_for_everyone()
-        return TrainingResult(final, tuple(self.saved), self.step, self.log.csv_path, curve)
+        return TrainingResult(
+            final, tuple(self.saved), self.step, self.log.csv_path, curve, settings.start_step
+        )
 
     def _windows(self, epoch: int) -> Iterator[tuple[int, list[tuple[int, Any]]]]:
         """This process's batches of `epoch` in accumulation windows, after `batches_done`;

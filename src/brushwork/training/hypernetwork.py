@@ -6,7 +6,8 @@ layer norm, dropout, weight initialisation, context widths) and are put in with
 `patching.hypernetwork.HypernetworkProjection` at multiplier 1 (A1111 ignores the multiplier in
 training); the UNet's own weights stay frozen and the wrappers come out after the run. Saved as
 A1111's `.pt` with `step`, `sd_checkpoint` and `sd_checkpoint_name`, plus `<name>-<step>.pt`
-copies every `save_every_n_steps`.
+copies every `save_every_n_steps`. Continuing a hypernetwork (`weights`) goes on from its own
+`step` up to `max_train_steps` (A1111; see `template_training`), and the saved steps are absolute.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from brushwork.training.template_training import (
     TemplateTrainingConfig,
     attach_previews,
     batch_prompts,
+    check_inputs,
     checkpoint_facts,
+    file_step,
     load_frozen_model,
     make_accelerator,
     prepare_run,
@@ -280,12 +283,18 @@ def train_hypernetwork(
     initial: Hypernetwork | None = None,
 ) -> HypernetworkRunResult:
     """Train a hypernetwork as `config` says (a new one, or `initial` / the file
-    `config.weights` continued) on `base_model` (or the loaded `model`, left as it was)."""
+    `config.weights` continued from its own step up to `config.max_train_steps`, as A1111; one
+    already there is refused before anything is written) on `base_model` (or the loaded
+    `model`, left as it was)."""
     accelerator = accelerator or make_accelerator(config.mixed_precision)
-    config, run = prepare_run(config, accelerator)
+    check_inputs(config, accelerator)
+    what = f"hypernetwork {initial.name!r}" if initial is not None else ""
     if initial is None and config.weights is not None:
         initial = read_hypernetwork(config.weights)
+        what = f"hypernetwork {config.weights}"
         logger.info("continuing %s: its own layer structure and options apply", config.weights)
+    start_step = file_step(initial.step) if initial is not None else 0
+    config, run = prepare_run(config, accelerator, start_step=start_step, what=what)
     model = model or load_frozen_model(config, base_model, accelerator.device)
     hypernetwork = initial or new_hypernetwork(config, model)
     method = HypernetworkMethod(model, config, hypernetwork, run.templates)

@@ -5,6 +5,10 @@ the last step and ends the list. ``"0.005:100, 1e-3:1000, 1e-5"`` trains with 0.
 than 100 steps are done, 1e-3 until 1000, then 1e-5 up to the maximum. A pair whose end is not
 after the previous one's is skipped; an end past the maximum is cut to it. As in A1111, training
 stops where the schedule ends: ``"0.005:100"`` with a maximum of 1000 trains 100 steps.
+
+Steps are absolute: a run that continues a file already trained 150 steps (A1111's
+`initial_step`) reads the schedule from step 150 on, so its first step uses 1e-3 above, and it
+stops at the same end step as a run from scratch.
 """
 
 from __future__ import annotations
@@ -78,20 +82,29 @@ def _invalid(text: str | float, why: str) -> ConfigError:
     )
 
 
-def schedule_lambda(schedule: LearnRateSchedule, processes: int = 1) -> Callable[[int], float]:
+def schedule_lambda(
+    schedule: LearnRateSchedule, processes: int = 1, start_step: int = 0
+) -> Callable[[int], float]:
     """A `LambdaLR` factor for param groups whose lr is 1.0: the scheduled rate itself.
 
     A prepared scheduler steps once per process per optimiser step (accelerate's rule), so the
-    scheduler's count is divided by `processes`."""
+    scheduler's count is divided by `processes`. The scheduler counts this run's steps; the
+    schedule is read at the absolute step, `start_step` (the steps done before) plus that."""
 
     def factor(count: int) -> float:
-        return schedule.rate_at(count // max(1, processes))
+        return schedule.rate_at(start_step + count // max(1, processes))
 
     return factor
 
 
 def schedule_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: LearnRateSchedule, processes: int = 1
+    optimizer: torch.optim.Optimizer,
+    schedule: LearnRateSchedule,
+    processes: int = 1,
+    start_step: int = 0,
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A LambdaLR following `schedule` (every param group's lr must be 1.0)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(schedule, processes))
+    """A LambdaLR following `schedule` from `start_step` on (every param group's lr must be
+    1.0)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, schedule_lambda(schedule, processes, start_step)
+    )

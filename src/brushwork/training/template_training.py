@@ -16,7 +16,12 @@ encodes each image once with one random sample, ``deterministic`` uses the distr
 ``random`` draws a new sample at every step.
 
 `weights` (sd-scripts' name) continues an existing embedding or hypernetwork file, as picking
-one in A1111's Train tab does (the step count starts again from 0).
+one in A1111's Train tab does: training goes on from the file's own step (A1111's
+`initial_step = embedding.step or 0`) up to `max_train_steps`, the absolute step to stop at (not
+a count of more steps); the schedule string is read at the absolute step, and the saved files'
+`step` and the `<name>-<step>` copies carry it. A file already at (or past) the maximum, or past
+the schedule's end, is refused before anything is written (A1111: "already trained beyond the
+specified max steps"). `resume` (a state folder) still picks up a run where it stopped.
 
 Previews every `sample_every_n_steps`: the prompts of `sample_prompts`, or else (A1111's default,
 "Read parameters from txt2img tab" off) the last training prompt at the training size, 20 steps.
@@ -332,18 +337,24 @@ def preview_requests(
 
 @dataclass(frozen=True)
 class StepCount:
-    total_steps: int
-    epochs: int
+    total_steps: int  # the absolute step to stop at
+    epochs: int  # this run's epochs
+    start_step: int = 0  # the absolute step this run starts from
 
 
 def step_count(
-    dataset: TrainingDataset, schedule: LearnRateSchedule, accumulation: int, processes: int
+    dataset: TrainingDataset,
+    schedule: LearnRateSchedule,
+    accumulation: int,
+    processes: int,
+    start_step: int = 0,
 ) -> StepCount:
-    """Steps = where the schedule ends (A1111 stops there); epochs enough to reach them."""
+    """Steps = where the schedule ends (A1111 stops there), counted from `start_step` (a
+    continued file's step); epochs enough to train the steps left."""
     per_process = -(-dataset.total_batches // processes)
     per_epoch = max(1, -(-per_process // accumulation))
     total = schedule.end_step
-    return StepCount(total, -(-total // per_epoch))
+    return StepCount(total, -(-(total - start_step) // per_epoch), start_step)
 
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
@@ -384,17 +395,56 @@ class TemplateRun:
     schedule: LearnRateSchedule
     dataset: TrainingDataset
     config_file: Path
+    start_step: int = 0  # a continued file's own step; the run trains on from there
 
 
-def prepare_run(config: ConfigT, accelerator: Accelerator) -> tuple[ConfigT, TemplateRun]:
-    """Check the options against the machine, fix the seed, read the templates and the image
-    folder, and write the resolved options beside the outputs."""
+def check_inputs(config: TemplateTrainingConfig, accelerator: Accelerator) -> None:
+    """The options against the machine, and the files they name exist (nothing is read)."""
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("mixed_precision fp16 needs a GPU", hint="use bf16 or no")
     for name in ("weights", "sample_prompts", "resume"):
         path = getattr(config, name)
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{name}: {path} does not exist")
+
+
+def file_step(step: int | None) -> int:
+    """A continued file's own step, where training goes on from (A1111: `step or 0`)."""
+    return max(0, int(step or 0))
+
+
+def check_start_step(config: TemplateTrainingConfig, start_step: int, what: str) -> None:
+    """Refuse to continue `what` (e.g. "embedding kitty.pt") when its `start_step` leaves
+    nothing to train: it is at or past max_train_steps, or past where the schedule ends."""
+    if start_step <= 0:
+        return
+    most = config.max_train_steps
+    if start_step >= most:
+        raise ConfigError(
+            f"{what} is already trained to step {start_step}, at or beyond max_train_steps "
+            f"({most}); nothing was trained and nothing was written",
+            hint="max_train_steps is the step to stop at, not a count of more steps: "
+            f"set it above {start_step} to train further",
+        )
+    end = config.schedule().end_step
+    if start_step >= end:
+        raise ConfigError(
+            f"{what} is already trained to step {start_step}, at or beyond the end of the "
+            f"learning-rate schedule {config.learning_rate!r} (step {end}); nothing was "
+            "trained and nothing was written",
+            hint=f"the schedule's steps are absolute; end it after step {start_step} "
+            "(e.g. with a last bare rate)",
+        )
+
+
+def prepare_run(
+    config: ConfigT, accelerator: Accelerator, *, start_step: int = 0, what: str = "the file"
+) -> tuple[ConfigT, TemplateRun]:
+    """Check the options against the machine (and a continued file's `start_step`, called
+    `what` in the error), fix the seed, read the templates and the image folder, and write the
+    resolved options beside the outputs."""
+    check_inputs(config, accelerator)
+    check_start_step(config, start_step, what)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     config = config.model_copy(update={"seed": seed})
     templates = read_template(config.template_filename)
@@ -405,7 +455,9 @@ def prepare_run(config: ConfigT, accelerator: Accelerator) -> tuple[ConfigT, Tem
     if accelerator.is_main_process:
         config.output_dir.mkdir(parents=True, exist_ok=True)
         write_resolved_config(config, config_file)
-    return config, TemplateRun(config, templates, schedule, dataset, config_file)
+    if start_step:
+        logger.info("continuing %s from step %d up to step %d", what, start_step, schedule.end_step)
+    return config, TemplateRun(config, templates, schedule, dataset, config_file, start_step)
 
 
 def attach_previews(
@@ -436,10 +488,13 @@ def run_method(
     hooks: Hooks,
 ) -> TrainingResult:
     """Train `method` on the run's data with `optimizer` (A1111: AdamW, weight decay 0 for
-    embeddings, torch's default for hypernetworks) following the schedule; the resume
-    fingerprint gains what every template run shares."""
-    config, processes = run.config, accelerator.num_processes
-    steps = step_count(run.dataset, run.schedule, config.gradient_accumulation_steps, processes)
+    embeddings, torch's default for hypernetworks) following the schedule from the run's start
+    step (a continued file's own step) on; the resume fingerprint gains what every template
+    run shares, and the start step when there is one."""
+    config, processes, start = run.config, accelerator.num_processes, run.start_step
+    steps = step_count(
+        run.dataset, run.schedule, config.gradient_accumulation_steps, processes, start
+    )
     fingerprint = {
         "seed": config.seed,
         "train_batch_size": config.train_batch_size,
@@ -448,6 +503,8 @@ def run_method(
         "learning_rate": config.learning_rate,
         "max_train_steps": steps.total_steps,
     } | fingerprint
+    if start:  # only then, so states saved before start steps existed still resume
+        fingerprint["start_step"] = start
     trainer = Trainer(
         method,
         run.dataset,
@@ -455,7 +512,7 @@ def run_method(
         accelerator,
         optimizer,
         lambda torch_optimizer, _total: schedule_scheduler(
-            torch_optimizer, run.schedule, processes
+            torch_optimizer, run.schedule, processes, start
         ),
         hooks,
     )
@@ -487,4 +544,5 @@ def loop_settings(
         fingerprint=fingerprint,
         divergence_hints=("lower the learning rate (schedule)",),
         step_save_stem="{name}-{step}",
+        start_step=steps.start_step,
     )

@@ -9,6 +9,8 @@ so the tokenizer and the embedding matrix are never changed. Initial vectors: ve
 embedding of init-text token ``i * len // n`` (A1111's rule); zeros when the init text has no
 tokens. The file is A1111's `.pt` (`step`, `sd_checkpoint`, `sd_checkpoint_name`) or sd-scripts'
 `.safetensors` (`emb_params`); every `save_every_n_steps` a copy `<name>-<step>.pt` is written.
+Continuing an embedding (`weights`) goes on from its own `step` up to `max_train_steps` (A1111;
+see `template_training`), and the saved steps are absolute.
 A warning says when the vectors exceed what the data supports: more vectors than training images,
 or prompts (template + longest caption) longer than the 75 tokens CLIP reads.
 """
@@ -37,7 +39,9 @@ from brushwork.training.template_training import (
     TemplateTrainingConfig,
     attach_previews,
     batch_prompts,
+    check_inputs,
     checkpoint_facts,
+    file_step,
     fill_template,
     load_frozen_model,
     make_accelerator,
@@ -293,12 +297,17 @@ def train_embedding(
 ) -> EmbeddingRunResult:
     """Train an embedding as `config` says on `base_model` (or the already loaded `model`,
     which is left exactly as it was). `initial` (or the file `config.weights`) continues an
-    existing embedding."""
+    existing embedding from its own step up to `config.max_train_steps` (A1111); one already
+    there is refused with a ConfigError before anything is written."""
     accelerator = accelerator or make_accelerator(config.mixed_precision)
-    config, run = prepare_run(config, accelerator)
+    check_inputs(config, accelerator)
+    what = f"embedding {initial.name!r}" if initial is not None else ""
     if initial is None and config.weights is not None:
         initial = read_embedding(config.weights)
+        what = f"embedding {config.weights}"
     start = _check_initial(initial, config) if initial is not None else None
+    start_step = file_step(initial.step) if initial is not None else 0
+    config, run = prepare_run(config, accelerator, start_step=start_step, what=what)
     model = model or load_frozen_model(config, base_model, accelerator.device)
     checkpoint_hash, checkpoint_name = checkpoint_facts(base_model)
     method = TextualInversionMethod(
