@@ -18,6 +18,8 @@ from brushwork.formats.vae import read_vae
 from brushwork.loading import load_model
 from brushwork.testing.factory import TINY_VAE, component_configs
 from brushwork.training.scratch import (
+    VaeMethod,
+    edge_loss,
     fold_latent_scale,
     latent_std,
     read_scratch_config,
@@ -74,6 +76,51 @@ def test_folding_the_latent_scale_keeps_what_the_vae_decodes() -> None:
     assert latent_std(vae, pixels) == pytest.approx(3.0 * std_before, rel=1e-4)
     with pytest.raises(ValueError, match="positive"):
         fold_latent_scale(vae, 0.0)
+
+
+def test_the_edge_term_is_zero_for_the_same_picture_and_grows_with_blur() -> None:
+    torch.manual_seed(0)
+    pixels = -torch.ones(2, 3, 32, 32)
+    pixels[:, :, 8:24, 8:24] = 1.0  # a flat square with sharp edges
+    blurred = torch.nn.functional.avg_pool2d(pixels, 5, stride=1, padding=2)
+    shifted = pixels + 0.5  # a colour shift keeps every edge
+    assert float(edge_loss(pixels, pixels)) == 0.0
+    assert float(edge_loss(shifted, pixels)) == pytest.approx(0.0, abs=1e-6)
+    assert float(edge_loss(blurred, pixels)) > 0.01
+
+
+def test_the_vae_loss_adds_the_edge_term_only_when_weighted() -> None:
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_config(TINY_VAE)
+    batch = type("Batch", (), {"images": torch.rand(2, 3, 32, 32) * 2 - 1})()
+    with torch.no_grad():
+        plain = VaeMethod(vae, 1e-3, 1e-6, 0.0).loss(batch, torch.Generator().manual_seed(1))
+        edged = VaeMethod(vae, 1e-3, 1e-6, 2.0).loss(batch, torch.Generator().manual_seed(1))
+        edges = edge_loss(vae(batch.images).sample, batch.images)
+    assert float(edges) > 0  # a random decoder misses every edge
+    assert float(edged) > float(plain)
+
+
+def test_schedule_and_loss_keys_reach_the_run(
+    shapes_folder: Path, model_json: Path, tmp_path: Path
+) -> None:
+    config = scratch_config(
+        _config(
+            model_json,
+            shapes_folder,
+            tmp_path,
+            vae_lr_scheduler="cosine",
+            vae_lr_warmup_steps=1,
+            vae_edge_weight=1.0,
+            min_snr_gamma=5.0,
+        )
+    )
+    result = train_from_scratch(config)
+    record = json.loads(read_header(result.model_file).metadata["brushwork.training"])
+    assert record["config"]["min_snr_gamma"] == 5.0
+    assert record["config"]["vae_lr_scheduler"] == "cosine"
+    with pytest.raises(ConfigError, match="min_snr_gamma"):
+        scratch_config(_config(model_json, shapes_folder, tmp_path, min_snr_gamma=0))
 
 
 def test_a_run_from_scratch_writes_a_checkpoint_our_loader_reads(
