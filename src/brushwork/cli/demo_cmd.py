@@ -122,17 +122,13 @@ def probe(
 @demo_app.command("build")
 def build(
     out: Annotated[Path, typer.Argument(help="Work folder: the pictures and the run's files.")],
-    count: Annotated[int, typer.Option(help="Training pictures to draw.")] = 3000,
+    count: Annotated[int, typer.Option(help="Training pictures to draw.")] = 6000,
     seed: Annotated[int, typer.Option(help="Seed of the pictures.")] = 7,
     max_train_steps: Annotated[
         int | None, typer.Option(help="Diffusion steps (default: the shipped config's).")
     ] = None,
     vae_steps: Annotated[
         int | None, typer.Option(help="Autoencoder steps (default: the shipped config's).")
-    ] = None,
-    more_steps: Annotated[
-        int | None,
-        typer.Option(help="Second-phase steps (default: the shipped config's; 0 skips it)."),
     ] = None,
     install: Annotated[
         bool,
@@ -142,14 +138,13 @@ def build(
     ] = False,
 ) -> None:
     """Rebuild the built-in demo model from nothing: draw the shapes world (base shapes, large,
-    solid, every colour on every other colour), train it from scratch with the shipped config
-    (autoencoder, then UNet + text encoder), then continue it with the second-phase config
-    (about 1.5 hours on a 2-core CPU)."""
+    solid, every colour on every other colour) and train it from scratch with the shipped config
+    (autoencoder, then UNet + text encoder): about 70 minutes on a 2-core CPU."""
     import shutil
 
     from brushwork.cli.scratch_cmd import run_scratch
     from brushwork.demo.dataset import write_dataset
-    from brushwork.demo.model import CONTINUE_CONFIG_FILE, TRAINING_CONFIG_FILE, demo_model_file
+    from brushwork.demo.model import TRAINING_CONFIG_FILE, demo_model_file
     from brushwork.demo.shapes import BASE_SHAPES
 
     with exit_on_error():
@@ -164,13 +159,6 @@ def build(
         if vae_steps is not None:
             overrides["vae_steps"] = vae_steps
         model = run_scratch(TRAINING_CONFIG_FILE, overrides)
-        if more_steps != 0:
-            overrides |= {"init_model": model, "output_dir": out / "run-2"}
-            if more_steps is not None:
-                overrides["max_train_steps"] = more_steps
-            else:
-                overrides.pop("max_train_steps", None)
-            model = run_scratch(CONTINUE_CONFIG_FILE, overrides)
         if install:
             target = demo_model_file()
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ _PACKAGE = Path(__file__).parent
 _ROOT = _PACKAGE / "library"
 MODEL_CONFIG_FILE = _PACKAGE / "shapes-model.json"
 TRAINING_CONFIG_FILE = _PACKAGE / "shapes-train.toml"
-CONTINUE_CONFIG_FILE = _PACKAGE / "shapes-train-more.toml"  # phase 2, from phase 1's model
 
 
 def demo_model_file() -> Path:
