@@ -1,10 +1,10 @@
 """Quality benchmark in the shapes world: what the demo model draws, and what each trainer teaches it.
 
     .venv/bin/python bench/quality.py [--seeds 5] [--only adherence,sweep,ti,lora,dreambooth,hypernetwork]
-                                      [--threads 2] [--output bench/results/quality.json]
+                                      [--threads 2] [--cfg 7] [--output bench/results/quality.json]
 
 * adherence: the built-in demo model on the fixed prompt set (every base shape in every colour,
-  `evaluation.quality.base_prompt_specs`), `--seeds` seeds each, DPM++ 2M, 20 steps, CFG 7, 64 px;
+  `evaluation.quality.base_prompt_specs`), `--seeds` seeds each, DPM++ 2M, 20 steps, CFG `--cfg` (7, as A1111), 64 px;
   share of pictures whose probed shape and colour match the prompt (target >= 90%).
 * concept learning: a held-out shape (heart) taught under the trigger word `sks` from 20 generated
   pictures with each trainer (textual inversion, LoRA, DreamBooth, hypernetwork). adoption = share
@@ -43,6 +43,8 @@ from brushwork.library.catalog import Library
 from brushwork.loading import load_model
 
 HELD_OUT, TRIGGER, TRAIN_IMAGES = "heart", "sks", 20
+# what every picture of a run is drawn with (`--cfg` changes the guidance scale)
+DRAW = DrawSettings()
 
 
 def _library(root: Path, data_dir: Path) -> Library:
@@ -165,7 +167,7 @@ def _concept(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     root = _root(work, f"lib-{name}")
-    settings = DrawSettings()
+    settings = DRAW
     extra: dict[str, Any] = {}
     model_for_drawing = model
     if name == "lora":
@@ -178,7 +180,7 @@ def _concept(
     elif name == "hypernetwork":
         trained = train_hypernetwork_concept(model, work, steps)
         shutil.copy(trained, root / "models/hypernetworks" / trained.name)
-        settings = DrawSettings(prompt_suffix=f" <hypernet:{trained.stem}:1>")
+        settings = dataclasses.replace(DRAW, prompt_suffix=f" <hypernet:{trained.stem}:1>")
     else:
         trained = train_dreambooth_concept(model, work, steps)
         model_for_drawing = trained
@@ -209,10 +211,12 @@ def _sweep(model: Path, work: Path, probe: Probe, seeds: list[int], steps: int) 
         rows.append(
             {
                 "strength": strength,
-                **adoption(draw, probe, HELD_OUT, TRIGGER, seeds, request_extra=extra).as_dict(),
+                **adoption(
+                    draw, probe, HELD_OUT, TRIGGER, seeds, DRAW, request_extra=extra
+                ).as_dict(),
             }
         )
-    settings = DrawSettings()
+    settings = DRAW
     base = draw(settings.request(f"a red {TRIGGER} on a purple background", 0))
     zero = draw(
         settings.request(
@@ -230,9 +234,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300, help="training steps of each trainer")
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--cfg", type=float, default=DrawSettings.cfg_scale, help="CFG scale")
     parser.add_argument("--output", type=Path, default=Path("bench/results/quality.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global DRAW
+    DRAW = dataclasses.replace(DRAW, cfg_scale=args.cfg)
     model = args.model or demo_model_file()
     seeds = list(range(args.seeds))
     probe = Probe.load()
@@ -242,7 +249,7 @@ def main() -> None:
         "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
         "model": model.name,
         "seeds": seeds,
-        "draw": dataclasses.asdict(DrawSettings()),
+        "draw": dataclasses.asdict(DRAW),
         "threads": args.threads,
         "load_average_before": os.getloadavg(),
     }
@@ -251,13 +258,13 @@ def main() -> None:
         empty = _root(work, "lib-base")
         if "adherence" in wanted:
             started = time.perf_counter()
-            report = adherence(_drawer(model, empty, work / "index"), probe, seeds)
+            report = adherence(_drawer(model, empty, work / "index"), probe, seeds, DRAW)
             figures["adherence"] = report.as_dict() | {
                 "seconds": round(time.perf_counter() - started, 1)
             }
             print("adherence", json.dumps(figures["adherence"]), flush=True)
             untrained = adoption(
-                _drawer(model, empty, work / "index"), probe, HELD_OUT, TRIGGER, seeds
+                _drawer(model, empty, work / "index"), probe, HELD_OUT, TRIGGER, seeds, DRAW
             )
             figures["untrained_adoption"] = untrained.as_dict()
         for name in ("ti", "lora", "dreambooth", "hypernetwork"):
