@@ -1,6 +1,6 @@
 """Quality benchmark in the shapes world: what the demo model draws, and what each trainer teaches it.
 
-    .venv/bin/python bench/quality.py [--seeds 5] [--only adherence,sweep,ti,lora,dreambooth,hypernetwork]
+    .venv/bin/python bench/quality.py [--seeds 5] [--only adherence,sweep,ti,lora,dreambooth,hypernetwork,ti-known]
                                       [--threads 2] [--cfg 7] [--output bench/results/quality.json]
 
 * adherence: the built-in demo model on the fixed prompt set (every base shape in every colour,
@@ -11,6 +11,8 @@
   of trigger-prompt pictures (`a red sks on a purple background`, 4 colours x seeds) probed as a
   heart; preservation = adherence on the base prompts with the trained network in place. The
   untrained rate (the base model on the trigger prompts) is reported beside them.
+* ti-known: textual inversion, 100 steps, teaching `sks` a shape the base model already draws
+  (a star): adoption before and after.
 * LoRA strength sweep 0 .. 1: adoption at each strength; strength 0 gives the base images exactly.
 
 Every figure goes to `--output` with the settings, the thread count and the load average.
@@ -43,6 +45,9 @@ from brushwork.library.catalog import Library
 from brushwork.loading import load_model
 
 HELD_OUT, TRIGGER, TRAIN_IMAGES = "heart", "sks", 20
+# `ti-known`: a new word for a shape the base model draws (what tests/demo/test_demo_concepts.py
+# checks), beside the held-out shape that no short run teaches a four-shape model by a word alone
+KNOWN_SHAPE, KNOWN_STEPS = "star", 100
 # what every picture of a run is drawn with (`--cfg` changes the guidance scale)
 DRAW = DrawSettings()
 
@@ -58,11 +63,11 @@ def _drawer(model_file: Path, root: Path, data: Path) -> Callable[[GenerationReq
     return lambda request: generator.generate(request).images
 
 
-def _concept_folder(work: Path) -> Path:
-    folder = work / "concept"
+def _concept_folder(work: Path, shape: str = HELD_OUT) -> Path:
+    folder = work / ("concept" if shape == HELD_OUT else f"concept-{shape}")
     if not folder.exists():
         write_dataset(
-            folder, (HELD_OUT,), TRAIN_IMAGES, seed=4242, repeats=1, name=TRIGGER, trigger=TRIGGER
+            folder, (shape,), TRAIN_IMAGES, seed=4242, repeats=1, name=TRIGGER, trigger=TRIGGER
         )
     return folder
 
@@ -95,13 +100,13 @@ def train_lora_concept(model: Path, work: Path, steps: int) -> Path:
     return train_lora(config, model).result.final_file
 
 
-def train_ti_concept(model: Path, work: Path, steps: int) -> Path:
+def train_ti_concept(model: Path, work: Path, steps: int, shape: str = HELD_OUT) -> Path:
     from brushwork.training.textual_inversion import EmbeddingTrainingConfig, train_embedding
 
     config = EmbeddingTrainingConfig(
         pretrained_model_name_or_path=str(model),
-        train_data_dir=_concept_folder(work),
-        output_dir=work / "ti-run",
+        train_data_dir=_concept_folder(work, shape),
+        output_dir=work / ("ti-run" if shape == HELD_OUT else f"ti-run-{shape}"),
         output_name=TRIGGER,
         init_word="shape",
         num_vectors_per_token=2,
@@ -198,6 +203,30 @@ def _concept(
     }
 
 
+def _known_word(model: Path, work: Path, probe: Probe, seeds: list[int]) -> dict[str, Any]:
+    started = time.perf_counter()
+    trained = train_ti_concept(model, work, KNOWN_STEPS, KNOWN_SHAPE)
+    train_s = time.perf_counter() - started
+    root = _root(work, "lib-ti-known")
+    shutil.copy(trained, root / "embeddings" / trained.name)
+    before = adoption(
+        _drawer(model, _root(work, "lib-base"), work / "index"),
+        probe,
+        KNOWN_SHAPE,
+        TRIGGER,
+        seeds,
+        DRAW,
+    )
+    after = adoption(_drawer(model, root, work / "index"), probe, KNOWN_SHAPE, TRIGGER, seeds, DRAW)
+    return {
+        "trainer": "ti",
+        "steps": KNOWN_STEPS,
+        "train_seconds": round(train_s, 1),
+        "untrained": before.as_dict(),
+        "adoption": after.as_dict(),
+    }
+
+
 def _sweep(model: Path, work: Path, probe: Probe, seeds: list[int], steps: int) -> dict[str, Any]:
     lora_file = work / "lora-run" / "sks-lora.safetensors"
     if not lora_file.exists():
@@ -230,7 +259,9 @@ def _sweep(model: Path, work: Path, probe: Probe, seeds: list[int], steps: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--only", default="adherence,sweep,ti,lora,dreambooth,hypernetwork")
+    parser.add_argument(
+        "--only", default="adherence,sweep,ti,lora,dreambooth,hypernetwork,ti-known"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300, help="training steps of each trainer")
     parser.add_argument("--model", type=Path, default=None)
@@ -273,6 +304,9 @@ def main() -> None:
                     name, model, work, probe, seeds, args.steps
                 )
                 print(name, json.dumps(figures["concepts"][name]), flush=True)
+        if "ti-known" in wanted:
+            figures["ti_known_shape"] = _known_word(model, work, probe, seeds)
+            print("ti-known", json.dumps(figures["ti_known_shape"]), flush=True)
         if "sweep" in wanted:
             figures["lora_strength_sweep"] = _sweep(model, work, probe, seeds, args.steps)
             print("sweep", json.dumps(figures["lora_strength_sweep"]), flush=True)
