@@ -96,31 +96,55 @@ def test_the_vae_loss_adds_the_edge_term_only_when_weighted() -> None:
     with torch.no_grad():
         plain = VaeMethod(vae, 1e-3, 1e-6, 0.0).loss(batch, torch.Generator().manual_seed(1))
         edged = VaeMethod(vae, 1e-3, 1e-6, 2.0).loss(batch, torch.Generator().manual_seed(1))
-        edges = edge_loss(vae(batch.images).sample, batch.images)
+        # the same sampled latents the method decodes (same generator seed)
+        posterior = vae.encode(batch.images).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(1))
+        decoded = vae.decode(posterior.mean + posterior.std * noise).sample
+        edges = edge_loss(decoded, batch.images)
     assert float(edges) > 0  # a random decoder misses every edge
-    assert float(edged) > float(plain)
+    assert float(edged) == pytest.approx(float(plain) + 2.0 * float(edges), rel=1e-5)
 
 
 def test_schedule_and_loss_keys_reach_the_run(
-    shapes_folder: Path, model_json: Path, tmp_path: Path
+    shapes_folder: Path, model_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import csv
+
+    import brushwork.training.scratch as scratch
+
+    objectives = []
+    real_method = scratch.FullModelMethod
+
+    def recording_method(*args: object, **kwargs: object) -> object:
+        objectives.append(args[2])
+        return real_method(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scratch, "FullModelMethod", recording_method)
     config = scratch_config(
         _config(
             model_json,
             shapes_folder,
             tmp_path,
+            vae_steps=6,
             vae_lr_scheduler="cosine",
-            vae_lr_warmup_steps=1,
+            vae_lr_warmup_steps=2,
             vae_edge_weight=1.0,
             min_snr_gamma=5.0,
         )
     )
     result = train_from_scratch(config)
+    assert [o.min_snr_gamma for o in objectives] == [5.0]
+    with (tmp_path / "tiny-vae-loss.csv").open(encoding="utf-8") as handle:
+        rates = [float(row["lr/vae"]) for row in csv.DictReader(handle)]
+    peak = rates.index(max(rates))
+    assert rates[0] < rates[peak] and peak <= 2  # the warm-up rises
+    assert rates[peak:] == sorted(rates[peak:], reverse=True) and rates[-1] < rates[peak]
     record = json.loads(read_header(result.model_file).metadata["brushwork.training"])
-    assert record["config"]["min_snr_gamma"] == 5.0
-    assert record["config"]["vae_lr_scheduler"] == "cosine"
+    assert record["config"]["vae_edge_weight"] == 1.0
     with pytest.raises(ConfigError, match="min_snr_gamma"):
         scratch_config(_config(model_json, shapes_folder, tmp_path, min_snr_gamma=0))
+    with pytest.raises(ConfigError, match="cosin"):
+        scratch_config(_config(model_json, shapes_folder, tmp_path, vae_lr_scheduler="cosin"))
 
 
 def test_a_run_from_scratch_writes_a_checkpoint_our_loader_reads(

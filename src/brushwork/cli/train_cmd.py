@@ -297,7 +297,11 @@ def embedding(
     dataset: DatasetOption = None,
     base: BaseOption = None,
     weights: Annotated[
-        Path | None, typer.Option(help="An embedding file to continue training (sd-scripts).")
+        Path | None,
+        typer.Option(
+            help="An embedding file to continue training: counts from the file's own step up to"
+            " --max-steps (the step to stop at), as A1111 does."
+        ),
     ] = None,
     output_dir: OutputDirOption = None,
     output_name: Annotated[str | None, typer.Option(help="File name (and trigger).")] = None,
@@ -339,7 +343,11 @@ def hypernetwork(
     dataset: DatasetOption = None,
     base: BaseOption = None,
     weights: Annotated[
-        Path | None, typer.Option(help="A hypernetwork .pt to continue training.")
+        Path | None,
+        typer.Option(
+            help="A hypernetwork .pt to continue training: counts from the file's own step up to"
+            " --max-steps (the step to stop at), as A1111 does."
+        ),
     ] = None,
     output_dir: OutputDirOption = None,
     output_name: Annotated[str | None, typer.Option(help="Hypernetwork name.")] = None,

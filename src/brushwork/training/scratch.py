@@ -31,7 +31,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from brushwork.core.arch import family_facts
@@ -44,7 +44,7 @@ from brushwork.loading import LoadedModel, load_model
 from brushwork.training.engine import Hooks, LoopSettings, SaveInfo, Trainer, TrainingResult
 from brushwork.training.finetune import FullModelMethod
 from brushwork.training.objective import ObjectiveSettings
-from brushwork.training.optim import ParamGroup, build_scheduler, choose_optimizer
+from brushwork.training.optim import SCHEDULERS, ParamGroup, build_scheduler, choose_optimizer
 from brushwork.training.scratch_data import InMemoryImageSet
 from brushwork.training.text import CaptionEncoder
 
@@ -91,6 +91,13 @@ class ScratchConfig(BaseModel):
     ema_decay: float | None = Field(0.999, gt=0, lt=1)
     save_every_n_steps: int | None = Field(None, ge=1)
     save_precision: Literal["float", "fp16", "bf16"] = "fp16"
+
+    @field_validator("lr_scheduler", "vae_lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        if name not in SCHEDULERS:
+            raise ValueError(f"{name!r} is not a scheduler; use one of {', '.join(SCHEDULERS)}")
+        return name
 
     @property
     def text_encoder_lr(self) -> float:
