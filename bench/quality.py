@@ -1,6 +1,6 @@
 """Quality benchmark in the shapes world: what the demo model draws, and what each trainer teaches it.
 
-    .venv/bin/python bench/quality.py [--seeds 5] [--only adherence,sweep,ti,lora,dreambooth,hypernetwork,ti-known]
+    .venv/bin/python bench/quality.py [--seeds 5] [--only adherence,autoencoder,sweep,ti,lora,dreambooth,hypernetwork,ti-known]
                                       [--threads 2] [--cfg 7] [--output bench/results/quality.json]
 
 * adherence: the built-in demo model on the fixed prompt set (every base shape in every colour,
@@ -11,6 +11,8 @@
   of trigger-prompt pictures (`a red sks on a purple background`, 4 colours x seeds) probed as a
   heart; preservation = adherence on the base prompts with the trained network in place. The
   untrained rate (the base model on the trigger prompts) is reported beside them.
+* autoencoder: the probe on VAE round trips of 256 fresh generator pictures (the ceiling of the
+  figures above) and their mean absolute error in 0-255 levels.
 * ti-known: textual inversion, 100 steps, teaching `sks` a shape the base model already draws
   (a star): adoption before and after.
 * LoRA strength sweep 0 .. 1: adoption at each strength; strength 0 gives the base images exactly.
@@ -227,6 +229,46 @@ def _known_word(model: Path, work: Path, probe: Probe, seeds: list[int]) -> dict
     }
 
 
+def _autoencoder(model_file: Path, probe: Probe, count: int = 256) -> dict[str, Any]:
+    """The probe on VAE round trips (encoder mean, decode) of fresh generator pictures: the
+    ceiling of every figure read from generated pictures."""
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from brushwork.demo.shapes import BASE_SHAPES, render, sample_specs
+
+    vae = load_model(model_file, device="cpu", precision="fp32").vae
+    specs = sample_specs(random.Random(555), BASE_SHAPES, count)
+    pictures = [render(spec).convert("RGB") for spec in specs]
+    pixels = torch.stack(
+        [
+            torch.from_numpy(np.asarray(p, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+            for p in pictures
+        ]
+    )
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+    trips = [
+        Image.fromarray(((t.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype("uint8"))
+        for t in decoded
+    ]
+    read = probe.predict(trips)
+    right = [
+        (r.shape == s.shape, r.color == s.color, r.background == s.background)
+        for r, s in zip(read, specs, strict=True)
+    ]
+    return {
+        "images": count,
+        "shape": round(sum(a for a, _, _ in right) / count, 4),
+        "color": round(sum(b for _, b, _ in right) / count, 4),
+        "background": round(sum(c for _, _, c in right) / count, 4),
+        "all_three": round(sum(all(x) for x in right) / count, 4),
+        "mean_abs_error_levels": round(float((decoded - pixels).abs().mean()) * 127.5, 2),
+    }
+
+
 def _sweep(model: Path, work: Path, probe: Probe, seeds: list[int], steps: int) -> dict[str, Any]:
     lora_file = work / "lora-run" / "sks-lora.safetensors"
     if not lora_file.exists():
@@ -260,7 +302,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument(
-        "--only", default="adherence,sweep,ti,lora,dreambooth,hypernetwork,ti-known"
+        "--only", default="adherence,autoencoder,sweep,ti,lora,dreambooth,hypernetwork,ti-known"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300, help="training steps of each trainer")
@@ -304,6 +346,9 @@ def main() -> None:
                     name, model, work, probe, seeds, args.steps
                 )
                 print(name, json.dumps(figures["concepts"][name]), flush=True)
+        if "autoencoder" in wanted:
+            figures["autoencoder_round_trip"] = _autoencoder(model, probe)
+            print("autoencoder", json.dumps(figures["autoencoder_round_trip"]), flush=True)
         if "ti-known" in wanted:
             figures["ti_known_shape"] = _known_word(model, work, probe, seeds)
             print("ti-known", json.dumps(figures["ti_known_shape"]), flush=True)
