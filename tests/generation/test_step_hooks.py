@@ -73,5 +73,11 @@ def test_interrupt_still_stops_the_whole_job(generator: Generator) -> None:
         if event.iteration == 1 and event.step == 1:
             cancel.set()
 
-    result = generator.generate(small_request(steps=3, n_iter=3), progress=stop, cancel=cancel)
-    assert result.interrupted and result.seeds == [1]
+    request = small_request(steps=3, n_iter=3)
+    result = generator.generate(request, progress=stop, cancel=cancel)
+    # batch 2 is kept as its first step predicted it (A1111's Interrupt); batch 3 never starts
+    assert result.interrupted and result.seeds == [1, 2]
+    whole = generator.generate(request)
+    assert np.array_equal(_pixels(result.images[0]), _pixels(whole.images[0]))
+    assert not np.array_equal(_pixels(result.images[1]), _pixels(whole.images[1]))
+    assert result.infotexts == whole.infotexts[:2]

@@ -10,9 +10,10 @@ the end); the prompt and negative prompt encoded once per pass; then ``n_iter`` 
 ``batch_size`` images, each sampled (txt2img, or img2img from the prepared init latent), hires
 fixed when asked, decoded one image at a time and finished (inpaint overlay).
 
-``progress`` is called after every solver step; ``cancel`` (a `threading.Event`) stops the job
-at the next model call: the images of the batches finished before are returned, with
-``interrupted`` set. ``on_image`` sees every image as soon as it is finished (to save it).
+``progress`` is called after every solver step; ``cancel`` (a `threading.Event`, A1111's
+Interrupt) stops the job at the next model call: the images of the batches finished before are
+returned with ``interrupted`` set, and so is the batch being drawn, decoded from its last step's
+prediction (as A1111 keeps it) when at least one step of it was done. ``on_image`` sees every image as soon as it is finished (to save it).
 ``preview`` sees, after every solver step, the model's current prediction of the finished
 latents (live previews). ``skip`` (A1111's Skip) ends the batch being drawn after its current
 step and goes on with the next: the skipped batch's images are decoded from that prediction,
@@ -363,6 +364,13 @@ class Generator:
             logger.info("batch %d of %d skipped", job.iteration + 1, job.request.n_iter)
             if job.denoised is not None:
                 self._finish(job, plan, job.denoised)
+        except GenerationCancelledError:
+            # A1111's Interrupt returns the sampler's last latent too: the batch being drawn is
+            # kept as its last step predicted it, and no later batch starts
+            job.sampling_s += time.perf_counter() - started
+            if job.denoised is not None:
+                self._finish(job, plan, job.denoised)
+            raise
 
     def _draw_batch(self, job: _Job, plan: _Plan) -> None:
         request = job.request
