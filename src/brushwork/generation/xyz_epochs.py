@@ -135,13 +135,10 @@ class LibraryWithLoraFiles(Library):
             if path.resolve() not in inside:
                 by_folder.setdefault(path.parent, []).append(path.name)
         extra: list[ModelEntry] = []
-        try:
-            for folder, names in by_folder.items():
-                model_folder = ModelFolder(folder.parent, folder, ModelKind.LORA, Layout.A1111)
-                listing = FolderListing(folder, tuple(sorted(names, key=natural_key)))
-                extra += self._scan_listing(model_folder, listing)[0]
-        finally:
-            self.index.flush()
+        for folder, names in by_folder.items():
+            model_folder = ModelFolder(folder.parent, folder, ModelKind.LORA, Layout.A1111)
+            listing = FolderListing(folder, tuple(sorted(names, key=natural_key)))
+            extra += self.scan_listing(model_folder, listing)
         return replace(scan, entries=scan.entries + tuple(extra))
 
 

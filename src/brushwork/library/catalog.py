@@ -167,6 +167,15 @@ class Library:
             self.index.flush()
         return LibraryScan(tuple(entries), tuple(orphans), tuple(folder_errors), identified)
 
+    def scan_listing(self, folder: ModelFolder, listing: FolderListing) -> list[ModelEntry]:
+        """The model files of one folder listing as entries, identified through the index as a
+        full scan identifies them (also for a folder outside the roots, e.g. a training run's
+        output); the index is saved."""
+        try:
+            return self._scan_listing(folder, listing)[0]
+        finally:
+            self.index.flush()
+
     def _scan_listing(
         self, folder: ModelFolder, listing: FolderListing
     ) -> tuple[list[ModelEntry], int]:
