@@ -234,26 +234,16 @@ def _autoencoder(model_file: Path, probe: Probe, count: int = 256) -> dict[str, 
     ceiling of every figure read from generated pictures."""
     import random
 
-    import numpy as np
-    from PIL import Image
-
+    from brushwork.demo.probe import images_to_tensor
     from brushwork.demo.shapes import BASE_SHAPES, render, sample_specs
+    from brushwork.generation.imaging import sample_to_image
 
     vae = load_model(model_file, device="cpu", precision="fp32").vae
     specs = sample_specs(random.Random(555), BASE_SHAPES, count)
-    pictures = [render(spec).convert("RGB") for spec in specs]
-    pixels = torch.stack(
-        [
-            torch.from_numpy(np.asarray(p, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
-            for p in pictures
-        ]
-    )
+    pixels = images_to_tensor([render(spec) for spec in specs]) * 2 - 1
     with torch.no_grad():
         decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
-    trips = [
-        Image.fromarray(((t.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype("uint8"))
-        for t in decoded
-    ]
+    trips = [sample_to_image(sample) for sample in decoded]
     read = probe.predict(trips)
     right = [
         (r.shape == s.shape, r.color == s.color, r.background == s.background)

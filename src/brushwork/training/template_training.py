@@ -440,10 +440,9 @@ def check_start_step(config: TemplateTrainingConfig, start_step: int, what: str)
 def prepare_run(
     config: ConfigT, accelerator: Accelerator, *, start_step: int = 0, what: str = "the file"
 ) -> tuple[ConfigT, TemplateRun]:
-    """Check the options against the machine (and a continued file's `start_step`, called
-    `what` in the error), fix the seed, read the templates and the image folder, and write the
-    resolved options beside the outputs."""
-    check_inputs(config, accelerator)
+    """Check a continued file's `start_step` (called `what` in the error), fix the seed, read
+    the templates and the image folder, and write the resolved options beside the outputs.
+    The caller has run `check_inputs` first (before reading a file that `weights` names)."""
     check_start_step(config, start_step, what)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     config = config.model_copy(update={"seed": seed})
